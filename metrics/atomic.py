@@ -1,0 +1,56 @@
+"""Atomic file writes: write under a temporary name in the same folder, then rename.
+
+A process killed at any moment leaves either the old file or the complete new one, never a truncated file, which
+is what lets an interrupted dump resume by looking at which files exist.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress_missing():
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
+    write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def write_png(path: str | os.PathLike, image) -> None:
+    """Saves a PIL image (or an HxW / HxWx3 uint8 array) as PNG. Level 1 compression: these files are written
+    by the thousand and the gain of higher levels is small on label maps."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    write_bytes(path, buffer.getvalue())
+
+
+class _suppress_missing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return exc_type is not None and issubclass(exc_type, FileNotFoundError)

@@ -1,0 +1,162 @@
+"""The output folder: the contract between predict_dump.py (writer) and gradio_app.py (reader).
+
+Every file name of the folder is spelled here and nowhere else. See architecture.md, "The output folder".
+
+    manifest.json, class_names.txt, failures.json
+    val_XXXX_input.png, val_XXXX_target.png, val_XXXX_pred_<model>.png
+    panoptic/gt.json, panoptic/gt/val_XXXX.png (+ val_XXXX.json: that image's annotation, written last)
+    panoptic/<model>.json, panoptic/<model>/val_XXXX.png (+ val_XXXX.json)
+    segment_stats.csv, instance_counts.json
+
+The per-image `panoptic/<x>/val_XXXX.json` files hold each image's COCO annotation (`segments_info`) as soon as the
+image is done; their presence marks the image finished, which is what makes a killed dump resumable. The
+`panoptic/<x>.json` files are the COCO panoptic JSONs assembled from them.
+
+Category ids everywhere are the contiguous class ids of the model (ADE20K: 0..149, the class table's `id`), so a
+name is always looked up by the same id the network predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metrics import atomic
+
+FORMAT = "eomt-dump"
+VERSION = 1
+GT = "gt"  # name of the ground-truth entry under panoptic/
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+MANIFEST = "manifest.json"
+CLASS_NAMES = "class_names.txt"
+FAILURES = "failures.json"
+SEGMENT_STATS = "segment_stats.csv"
+INSTANCE_COUNTS = "instance_counts.json"
+SEGMENT_STATS_COLUMNS = ("image", "model", "category_id", "tp", "fp", "fn", "iou_sum", "gt_segments", "pred_segments")
+
+
+class FolderError(ValueError):
+    """An output folder that cannot be used: names the file and the problem."""
+
+
+def check_model_name(name: str) -> str:
+    if not MODEL_NAME_RE.fullmatch(name) or name == GT:
+        raise ValueError(
+            f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', starting with a letter "
+            f"or digit (and not {GT!r}, which names the ground truth)"
+        )
+    return name
+
+
+def index_width(n_images: int) -> int:
+    return max(4, len(str(max(n_images - 1, 0))))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths inside one output folder of `n_images` images."""
+
+    root: Path
+    n_images: int
+
+    def __init__(self, root: str | Path, n_images: int):
+        object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "n_images", int(n_images))
+
+    def image_name(self, index: int) -> str:
+        return f"val_{index:0{index_width(self.n_images)}d}"
+
+    def file(self, name: str) -> Path:
+        return self.root / name
+
+    def input_png(self, image: str) -> Path:
+        return self.root / f"{image}_input.png"
+
+    def target_png(self, image: str) -> Path:
+        return self.root / f"{image}_target.png"
+
+    def pred_png(self, image: str, model: str) -> Path:
+        return self.root / f"{image}_pred_{model}.png"
+
+    # COCO panoptic files; `source` is GT or a model name.
+    def panoptic_json(self, source: str) -> Path:
+        return self.root / "panoptic" / f"{source}.json"
+
+    def panoptic_dir(self, source: str) -> Path:
+        return self.root / "panoptic" / source
+
+    def panoptic_png(self, image: str, source: str) -> Path:
+        return self.panoptic_dir(source) / f"{image}.png"
+
+    def annotation_json(self, image: str, source: str) -> Path:
+        return self.panoptic_dir(source) / f"{image}.json"
+
+
+def classes_from_manifest(manifest: dict) -> list[dict]:
+    return manifest["classes"]
+
+
+def write_class_names(layout: Layout, classes: list[dict]) -> None:
+    atomic.write_text(layout.file(CLASS_NAMES), "".join(f"{c['id']}\t{c['name']}\n" for c in classes))
+
+
+def read_json_file(path: Path) -> Any:
+    """JSON from `path`, or FolderError naming the file and what is wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FolderError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FolderError(f"{path}: not readable JSON ({e})") from None
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The manifest of an output folder, checked for the fields readers rely on."""
+    path = Path(root) / MANIFEST
+    manifest = read_json_file(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise FolderError(f"{path}: not an {FORMAT} manifest (no \"format\": \"{FORMAT}\")")
+    if manifest.get("version") != VERSION:
+        raise FolderError(f"{path}: format version {manifest.get('version')!r}, this program reads {VERSION}")
+    for key in ("dataset", "images", "models", "classes"):
+        if key not in manifest:
+            raise FolderError(f"{path}: field {key!r} missing")
+    return manifest
+
+
+def write_manifest(layout: Layout, manifest: dict) -> None:
+    atomic.write_json(layout.file(MANIFEST), manifest, indent=1)
+
+
+def new_manifest(dataset: dict, images: list[dict], models: list[dict], classes: list[dict]) -> dict:
+    return {"format": FORMAT, "version": VERSION, "dataset": dataset, "images": images, "models": models,
+            "classes": classes}
+
+
+def read_annotation(layout: Layout, image: str, source: str) -> dict | None:
+    """The finished annotation of one image for GT or a model, None while that image is not done."""
+    path = layout.annotation_json(image, source)
+    if not path.exists():
+        return None
+    return read_json_file(path)
+
+
+def write_annotation(layout: Layout, image: str, source: str, annotation: dict) -> None:
+    atomic.write_json(layout.annotation_json(image, source), annotation)
+
+
+def read_failures(layout: Layout) -> list[dict]:
+    path = layout.file(FAILURES)
+    if not path.exists():
+        return []
+    data = read_json_file(path)
+    return data.get("failures", []) if isinstance(data, dict) else []
+
+
+def write_failures(layout: Layout, failures: list[dict]) -> None:
+    atomic.write_json(layout.file(FAILURES), {"failures": failures}, indent=1)
