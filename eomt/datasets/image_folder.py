@@ -1,0 +1,53 @@
+"""A plain folder of photos, without annotations: the dump predicts them and writes no metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class ImageFolderError(ValueError):
+    pass
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB version of any PIL image; 16-bit grayscale is scaled to 8 bits rather than clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8))
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+class ImageFolder:
+    """The image files directly inside `root`, in file-name order."""
+
+    has_ground_truth = False
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ImageFolderError(f"{self.root}: not a folder")
+        self.paths = sorted(p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise ImageFolderError(
+                f"{self.root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))} files directly "
+                "inside it) and no ADE20K layout")
+        self.stems = [p.stem for p in self.paths]
+        self.keys = [p.name for p in self.paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read_image(self, index: int) -> Image.Image:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return to_rgb(image)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise ImageFolderError(f"{path}: cannot decode image ({e})") from None

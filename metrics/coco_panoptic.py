@@ -1,0 +1,194 @@
+"""COCO panoptic format: RGB PNGs of segment ids plus a JSON of categories and per-image segments_info.
+
+This is what panopticapi, detectron2 and Mask2Former read, so everything written here can be checked with
+panopticapi's `pq_compute(gt_json, pred_json, gt_folder, pred_folder)`. `pq_compute` below is the same evaluation
+(same checks, same numbers) on top of metrics.pq, with null instead of a crash where panopticapi divides by zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from metrics import atomic, pq
+
+MAX_ID = 256**3 - 1  # three 8-bit channels
+
+
+class CocoPanopticError(ValueError):
+    """Unusable COCO panoptic input; the message names the file or image and says what is wrong."""
+
+
+def id2rgb(ids):
+    """Segment ids -> colours: R = id % 256, G = id // 256 % 256, B = id // 65536. An int gives an (r, g, b)
+    tuple, an array of shape S an array of shape S + (3,) of uint8."""
+    if isinstance(ids, (int, np.integer)):
+        if not 0 <= ids <= MAX_ID:
+            raise ValueError(f"segment id {ids} does not fit in an RGB PNG (0..{MAX_ID})")
+        return int(ids) % 256, int(ids) // 256 % 256, int(ids) // 65536
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_ID):
+        raise ValueError(f"segment ids must be in 0..{MAX_ID}, got {ids.min()}..{ids.max()}")
+    ids = ids.astype(np.uint32)
+    return np.stack([ids & 255, (ids >> 8) & 255, ids >> 16], axis=-1).astype(np.uint8)
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) colours -> int32 segment ids (the inverse of id2rgb)."""
+    rgb = np.asarray(rgb).astype(np.int32)
+    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """A panoptic PNG as an (H, W) int32 id map."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("RGB", "RGBA", "P"):
+                raise CocoPanopticError(f"{path}: a panoptic PNG must be RGB, this one is mode {image.mode}")
+            rgb = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise CocoPanopticError(f"{path}: file not found") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise CocoPanopticError(f"{path}: cannot read PNG ({e})") from None
+    return rgb2id(rgb)
+
+
+def write_png(path: str | os.PathLike, ids: np.ndarray) -> None:
+    """Writes an (H, W) id map as an RGB PNG (atomically: temporary name, then rename)."""
+    atomic.write_png(path, id2rgb(ids))
+
+
+def areas_and_bboxes(segment_map: np.ndarray, ids: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+    """Pixel count and COCO bbox [x, y, width, height] of each id in `ids` (distinct, positive); an absent id gets
+    0 and [0, 0, 0, 0].
+
+    One pass over the pixels marks which rows and columns each segment touches, instead of one mask per segment.
+    """
+    height, width = segment_map.shape
+    ids = np.asarray(ids, dtype=np.int64)
+    index = pq.segment_indices(segment_map, ids, unknown=len(ids) + 1).reshape(height, width)
+    areas = np.bincount(index.ravel(), minlength=len(ids) + 2)
+    in_row = np.zeros((len(ids) + 2, height), dtype=bool)
+    in_row[index, np.arange(height)[:, None]] = True
+    in_column = np.zeros((len(ids) + 2, width), dtype=bool)
+    in_column[index, np.arange(width)[None, :]] = True
+
+    area_list, bbox_list = [], []
+    for k in range(1, len(ids) + 1):
+        if areas[k] == 0:
+            area_list.append(0)
+            bbox_list.append([0, 0, 0, 0])
+            continue
+        ys, xs = np.flatnonzero(in_row[k]), np.flatnonzero(in_column[k])
+        area_list.append(int(areas[k]))
+        bbox_list.append([int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)])
+    return area_list, bbox_list
+
+
+def _plain(value):
+    # json cannot encode numpy scalars, which segment lists built with numpy are full of.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_json(path: str | os.PathLike, categories: Sequence[Mapping], annotations: Sequence[Mapping],
+               images: Sequence[Mapping] | None = None) -> None:
+    """Writes a COCO panoptic JSON (atomically). categories: {id, name, isthing, color}; annotations: {image_id,
+    file_name, segments_info: [{id, category_id, iscrowd, area, bbox}]}; images: {id, file_name, width, height}."""
+    document = {} if images is None else {"images": list(images)}
+    document.update(annotations=list(annotations), categories=list(categories))
+    atomic.write_text(path, json.dumps(document, default=_plain, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A COCO panoptic JSON, checked for the keys evaluation needs."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        raise CocoPanopticError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CocoPanopticError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):
+        raise CocoPanopticError(f"{path}: a COCO panoptic JSON needs an 'annotations' list")
+    for annotation in document["annotations"]:
+        if not isinstance(annotation, dict) or not {"image_id", "file_name", "segments_info"} <= annotation.keys():
+            raise CocoPanopticError(f"{path}: every annotation needs 'image_id', 'file_name' and 'segments_info'")
+    return document
+
+
+def default_folder(json_path: str | os.PathLike) -> Path:
+    """panopticapi's convention: the PNGs of x/panoptic_val.json are in x/panoptic_val/."""
+    path = Path(json_path)
+    return path.with_suffix("") if path.suffix == ".json" else path
+
+
+def _categories(gt_json: dict, gt_json_path) -> dict[int, bool]:
+    categories = gt_json.get("categories")
+    if not isinstance(categories, list) or not categories:
+        raise CocoPanopticError(f"{gt_json_path}: the ground truth JSON needs a non-empty 'categories' list")
+    try:
+        return {c["id"]: bool(c["isthing"]) for c in categories}
+    except (KeyError, TypeError):
+        raise CocoPanopticError(f"{gt_json_path}: every category needs 'id' and 'isthing'") from None
+
+
+def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+               gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
+               per_image: bool = False) -> dict:
+    """panopticapi's evaluation of a prediction JSON + PNG folder against a ground truth one.
+
+    Returns {"All", "Things", "Stuff": {pq, sq, rq, n}, "per_class": {id: {pq, sq, rq}}} (active categories only),
+    plus "per_image": {image_id: {pq, sq, rq, n} or None} when asked. Ground-truth areas come from the JSON, as in
+    panopticapi. Raises CocoPanopticError with panopticapi's message for the inputs panopticapi rejects, and for
+    two it lets through silently (a gt segment of an unknown category, maps of different sizes).
+    """
+    gt_json, pred_json = read_json(gt_json_path), read_json(pred_json_path)
+    gt_folder = Path(gt_folder) if gt_folder is not None else default_folder(gt_json_path)
+    pred_folder = Path(pred_folder) if pred_folder is not None else default_folder(pred_json_path)
+    if not gt_folder.is_dir():
+        raise CocoPanopticError(f"Folder {gt_folder} with ground truth segmentations doesn't exist")
+    if not pred_folder.is_dir():
+        raise CocoPanopticError(f"Folder {pred_folder} with predicted segmentations doesn't exist")
+    categories = _categories(gt_json, gt_json_path)
+
+    predictions = {a["image_id"]: a for a in pred_json["annotations"]}
+    missing = [a["image_id"] for a in gt_json["annotations"] if a["image_id"] not in predictions]
+    if missing:
+        raise CocoPanopticError(f"no prediction for the image with id: {missing[0]}"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+    counts_per_image = {}
+    for gt_annotation in gt_json["annotations"]:
+        image_id = gt_annotation["image_id"]
+        pred_annotation = predictions[image_id]
+        for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
+            for segment in annotation["segments_info"]:
+                if segment.get("category_id") not in categories:
+                    raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
+                                            f"{segment.get('id')} has unknown category_id {segment.get('category_id')}")
+        gt_map = read_png(gt_folder / gt_annotation["file_name"])
+        pred_map = read_png(pred_folder / pred_annotation["file_name"])
+        try:
+            counts_per_image[image_id] = pq.image_counts(gt_map, gt_annotation["segments_info"], pred_map,
+                                                         pred_annotation["segments_info"], gt_areas_from_json=True)
+        except pq.PanopticFormatError as e:
+            raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
+
+    summary = pq.pq_summary(pq.sum_counts(counts_per_image.values()), categories)
+    result = {group: summary[group] for group in ("All", "Things", "Stuff")}
+    result["per_class"] = {k: {m: v[m] for m in ("pq", "sq", "rq")} for k, v in summary["per_class"].items()}
+    if per_image:
+        result["per_image"] = {}
+        for image_id, counts in counts_per_image.items():
+            overall = pq.pq_summary(counts, categories)["All"]
+            result["per_image"][image_id] = overall if overall["n"] else None
+    return result
