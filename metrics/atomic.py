@@ -6,6 +6,7 @@ is what lets an interrupted dump resume by looking at which files exist.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,29 +15,37 @@ from pathlib import Path
 from typing import Any
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def write_bytes(path: str | os.PathLike, data: bytes) -> bool:
+    """Writes `data` unless the file already holds exactly that (a rerun then leaves files and their times
+    untouched). Returns whether the file was written."""
     path = Path(path)
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+        return True
     except BaseException:
-        with _suppress_missing():
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: str | os.PathLike, text: str) -> bool:
+    return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
-    write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> bool:
+    return write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
 
 
-def write_png(path: str | os.PathLike, image) -> None:
+def write_png(path: str | os.PathLike, image) -> bool:
     """Saves a PIL image (or an HxW / HxWx3 uint8 array) as PNG. Level 1 compression: these files are written
     by the thousand and the gain of higher levels is small on label maps."""
     from PIL import Image
@@ -45,12 +54,5 @@ def write_png(path: str | os.PathLike, image) -> None:
         image = Image.fromarray(image)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
-    write_bytes(path, buffer.getvalue())
+    return write_bytes(path, buffer.getvalue())
 
-
-class _suppress_missing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return exc_type is not None and issubclass(exc_type, FileNotFoundError)

@@ -1,0 +1,87 @@
+"""End-to-end speed of predict_dump.py against the bare model forward on the same images and model.
+
+    python bench/dump.py [--images 24] [--backbone vit_small_patch14_reg4_dinov2] [--img-size 640] [--device cpu]
+
+Generates an ADE20K-format dataset of 683x512 images, builds a random (sharpened, so that it predicts segments)
+model, times the bare forward over the pre-processed images, then a full dump of the same images, and prints both
+in images/s with the overhead ratio (target: the dump within 15% of the bare forward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import eomt  # noqa: E402
+import predict_dump  # noqa: E402
+from eomt.datasets.ade20k import ADE20K  # noqa: E402
+from eomt.transforms import resize_and_pad  # noqa: E402
+from tests.dump_data import confident_random_model, write_toy_ade20k  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--backbone", default="vit_small_patch14_reg4_dinov2")
+    parser.add_argument("--img-size", type=int, default=640)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    ade = eomt.PRESETS["ade20k_panoptic_eomt_large_640"]
+    num_blocks = 4 if "large" in args.backbone else 3
+    config = eomt.EoMTConfig(backbone=args.backbone, img_size=args.img_size, num_classes=150,
+                             num_queries=args.queries, num_blocks=num_blocks, task="panoptic",
+                             class_names=ade.class_names, stuff_classes=ade.stuff_classes,
+                             class_colors=ade.class_colors)
+    model = confident_random_model(config, seed=0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = write_toy_ade20k(tmp / "ade", args.images, size=(512, 683))
+        checkpoint = tmp / "model.safetensors"
+        eomt.save_model(model, checkpoint)
+
+        dataset = ADE20K(data)
+        batches = []
+        for start in range(0, len(dataset), args.batch_size):
+            pixels = [resize_and_pad(dataset.read_image(i), args.img_size)[0]
+                      for i in range(start, min(start + args.batch_size, len(dataset)))]
+            batches.append(torch.stack(pixels))
+        predictor = eomt.Predictor(eomt.load_model(checkpoint, device=args.device),
+                                   dtype={"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype])
+        predictor.forward(batches[0])  # warm-up
+        start = time.perf_counter()
+        for batch in batches:
+            predictor.forward(batch)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        bare = args.images / (time.perf_counter() - start)
+
+        start = time.perf_counter()
+        status = predict_dump.main(["--data", str(data), "--model", f"bench={checkpoint}", "--out",
+                                    str(tmp / "out"), "--device", args.device, "--dtype", args.dtype,
+                                    "--batch-size", str(args.batch_size), "--workers", str(args.workers)])
+        dump = args.images / (time.perf_counter() - start)
+        assert status == 0
+
+    print(f"\n{args.backbone} at {args.img_size}, {args.queries} queries, {args.images} images of 683x512, "
+          f"device {args.device}, {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    print(f"bare forward        {bare:8.2f} images/s")
+    print(f"predict_dump (all)  {dump:8.2f} images/s   (model load, data files, metrics and aggregates included)")
+    print(f"dump / bare         {dump / bare:8.3f}   (overhead {100 * (bare / dump - 1):.1f}% of the forward time; "
+          "target <= 15%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""torch.distributed for `torchrun --nproc_per_node N predict_dump.py ...`: ranks shard the images."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list) -> list:
+        return items[self.rank :: self.world]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, on the main rank (other ranks get an empty list)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out or []
+
+    def broadcast(self, obj):
+        """The main rank's `obj` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_ranks(device: str) -> Ranks:
+    """Joins the process group torchrun set up (WORLD_SIZE > 1); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_nccl = device != "cpu" and torch.cuda.is_available()
+    if use_nccl:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+    return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)

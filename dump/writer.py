@@ -1,0 +1,68 @@
+"""Writes the files of one image: its data (input, ground truth) and one model's prediction.
+
+Each function writes its per-image annotation JSON last, so its presence means every file of that image is there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metrics import atomic, pq
+from metrics.coco_panoptic import areas_and_bboxes, read_png, write_png
+from metrics.output_folder import GT, Layout, read_annotation, write_annotation
+from metrics.render import render_panoptic, segments_to_class_map
+
+
+def data_done(layout: Layout, image: str, with_ground_truth: bool) -> bool:
+    if with_ground_truth:
+        return layout.annotation_json(image, GT).exists()
+    return layout.input_png(image).exists()
+
+
+def write_data(layout: Layout, index: int, dataset, colors: np.ndarray, with_ground_truth: bool) -> None:
+    """Input picture, and with ground truth its render and COCO panoptic files. Raises the reader's error.
+
+    The input is written before the annotation is read, so an image whose annotation is missing is still
+    predicted (and reported as failed for the ground truth)."""
+    image_name = layout.image_name(index)
+    atomic.write_png(layout.input_png(image_name), dataset.read_image(index))
+    if not with_ground_truth:
+        return
+    sample = dataset[index]
+    class_map = segments_to_class_map(sample.segment_map, sample.segments)
+    atomic.write_png(layout.target_png(image_name), render_panoptic(class_map, sample.segment_map, colors))
+    write_png(layout.panoptic_png(image_name, GT), sample.segment_map)
+    segments_info = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": int(s.get("iscrowd", 0)),
+                      "isthing": int(bool(s["isthing"])), "area": int(s["area"]), "bbox": [int(v) for v in s["bbox"]]}
+                     for s in sample.segments]
+    write_annotation(layout, image_name, GT, {"image_id": index, "file_name": f"{image_name}.png",
+                                              "segments_info": segments_info})
+
+
+def prediction_done(layout: Layout, image: str, model: str) -> bool:
+    return layout.annotation_json(image, model).exists()
+
+
+def write_prediction(layout: Layout, index: int, model: str, result, colors: np.ndarray,
+                     with_ground_truth: bool) -> dict[int, pq.CategoryCounts] | None:
+    """Render, COCO panoptic PNG and annotation of one prediction; returns its PQ counts against the ground
+    truth in the folder (None when there is none for this image)."""
+    image_name = layout.image_name(index)
+    # COCO panoptic reserves id 0 for void; our segment ids start at 0, so shift by one.
+    coco_ids = result.segment_map.astype(np.int32) + 1
+    _, bboxes = areas_and_bboxes(coco_ids, [s["id"] + 1 for s in result.segments])
+    segments_info = [{"id": s["id"] + 1, "category_id": int(s["category_id"]), "iscrowd": 0,
+                      "isthing": int(bool(s["isthing"])), "area": int(s["area"]), "bbox": bbox,
+                      "score": round(float(s["score"]), 6)}
+                     for s, bbox in zip(result.segments, bboxes, strict=True)]
+    atomic.write_png(layout.pred_png(image_name, model), render_panoptic(result.class_map, result.segment_map, colors))
+    write_png(layout.panoptic_png(image_name, model), coco_ids)
+    counts = None
+    if with_ground_truth:
+        gt_annotation = read_annotation(layout, image_name, GT)
+        if gt_annotation is not None:
+            gt_map = read_png(layout.panoptic_png(image_name, GT))
+            counts = pq.image_counts(gt_map, gt_annotation["segments_info"], coco_ids, segments_info)
+    write_annotation(layout, image_name, model, {"image_id": index, "file_name": f"{image_name}.png",
+                                                 "segments_info": segments_info})
+    return counts
