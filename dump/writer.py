@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from eomt.datasets.ade20k import DatasetError
 from metrics import atomic, pq
 from metrics.coco_panoptic import areas_and_bboxes, read_png, write_png
 from metrics.output_folder import GT, Layout, read_annotation, write_annotation
@@ -22,13 +23,18 @@ def data_done(layout: Layout, image: str, with_ground_truth: bool) -> bool:
 def write_data(layout: Layout, index: int, dataset, colors: np.ndarray, with_ground_truth: bool) -> None:
     """Input picture, and with ground truth its render and COCO panoptic files. Raises the reader's error.
 
-    The input is written before the annotation is read, so an image whose annotation is missing is still
-    predicted (and reported as failed for the ground truth)."""
+    When only the annotation is unusable the input is still written, so that the image is predicted (and
+    reported as failed for its ground truth)."""
     image_name = layout.image_name(index)
-    atomic.write_png(layout.input_png(image_name), dataset.read_image(index))
     if not with_ground_truth:
+        atomic.write_png(layout.input_png(image_name), dataset.read_image(index))
         return
-    sample = dataset[index]
+    try:
+        sample = dataset[index]
+    except DatasetError:
+        atomic.write_png(layout.input_png(image_name), dataset.read_image(index))
+        raise
+    atomic.write_png(layout.input_png(image_name), sample.image)
     class_map = segments_to_class_map(sample.segment_map, sample.segments)
     atomic.write_png(layout.target_png(image_name), render_panoptic(class_map, sample.segment_map, colors))
     write_png(layout.panoptic_png(image_name, GT), sample.segment_map)

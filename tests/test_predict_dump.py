@@ -237,6 +237,82 @@ def test_corrupt_jpeg_is_reported_and_the_rest_is_complete(setup, tmp_path):
     assert counts["dataset_level_metrics"]["A"]["n_images"] == N_IMAGES - 1
 
 
+def test_missing_annotation_is_reported_and_the_image_still_predicted(setup, tmp_path):
+    import shutil
+    import zipfile
+
+    data = tmp_path / "ade"
+    shutil.copytree(setup["data"], data)
+    images_zip = data / "ADEChallengeData2016.zip"
+    with zipfile.ZipFile(images_zip) as src:
+        members = [(info, src.read(info)) for info in src.infolist() if not info.filename.endswith("00000002.png")]
+    with zipfile.ZipFile(images_zip, "w") as dst:
+        for info, payload in members:
+            dst.writestr(info, payload)
+    out = tmp_path / "out"
+    assert run_dump(["--data", data, *setup["models"], "--out", out]) == predict_dump.EXIT_SOME_FAILED
+    failures = json.loads((out / "failures.json").read_text())["failures"]
+    assert [(f["image"], f["stage"]) for f in failures] == [("val_0001", "data")]
+    assert "ADE_val_00000002.png" in failures[0]["reason"] and "missing" in failures[0]["reason"]
+    assert (out / "val_0001_input.png").exists() and (out / "val_0001_pred_A.png").exists()
+    assert not (out / "val_0001_target.png").exists()
+    counts = json.loads((out / "instance_counts.json").read_text())
+    assert "val_0001_pq_pred_A" not in counts["pq"] and "val_0002_pq_pred_A" in counts["pq"]
+    assert counts["dataset_level_metrics"]["A"]["n_images"] == N_IMAGES - 1
+
+
+class FailingPredictor:
+    """Wraps a predictor; any batch holding image `bad` fails, as a CUDA out-of-memory error would."""
+
+    def __init__(self, predictor, bad_pixels):
+        self.inner, self.bad = predictor, bad_pixels
+        self.model, self.device = predictor.model, predictor.device
+
+    def forward(self, pixels):
+        if any(torch_equal(p, self.bad) for p in pixels):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.forward(pixels)
+
+    def panoptic_from_logits(self, *args):
+        return self.inner.panoptic_from_logits(*args)
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_a_model_failure_loses_only_that_image(setup, reference_folder, tmp_path):
+    import shutil
+
+    import eomt
+    from dump.passes import run_model
+    from eomt.datasets.ade20k import ADE20K
+    from eomt.transforms import resize_and_pad
+    from metrics.render import palette_array
+
+    out = tmp_path / "out"
+    shutil.copytree(reference_folder, out)
+    layout = Layout(out, N_IMAGES)
+    for index in range(N_IMAGES):
+        for path in (layout.annotation_json(layout.image_name(index), "A"), layout.pred_png(layout.image_name(index), "A")):
+            path.unlink()
+    dataset = ADE20K(setup["data"])
+    model = eomt.load_model(setup["models"][1].split("=", 1)[1].split("@")[0], preset=setup["models"][1].split("@")[1])
+    bad = resize_and_pad(dataset.read_image(3), model.config.img_size)[0]
+    failures = []
+    outcome = run_model(layout, dataset, list(range(N_IMAGES)), FailingPredictor(eomt.Predictor(model), bad), "A",
+                        palette_array([c["color"] for c in read_manifest(out)["classes"]])[:-1], True,
+                        batch_size=3, workers=0, on_failure=lambda i, reason: failures.append((i, reason)),
+                        show_progress=False)
+    assert [i for i, _ in failures] == [3] and "out of memory" in failures[0][1]
+    assert outcome.done == N_IMAGES - 1
+    for index in set(range(N_IMAGES)) - {3}:  # the batch-mates of the failing image were retried alone
+        image = layout.image_name(index)
+        assert layout.annotation_json(image, "A").read_bytes() == \
+            (reference_folder / "panoptic" / "A" / f"{image}.json").read_bytes()
+    assert not layout.annotation_json(layout.image_name(3), "A").exists()
+
+
 def test_plain_image_folder_writes_predictions_without_metrics(setup, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
