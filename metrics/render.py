@@ -73,3 +73,11 @@ def blend(photo: np.ndarray, overlay: np.ndarray, opacity: float, mask: np.ndarr
     if mask is not None:
         out[~mask] = photo[~mask]
     return out
+
+
+def palette_indices(class_map: np.ndarray, n_colors: int) -> np.ndarray:
+    """(H,W) row of `palette_array(colors)` each pixel takes: its class id, or `n_colors` (the void row) for
+    negative and unknown ids. The lookup render_panoptic does, for renderers that keep the indices (palette PNGs
+    are a quarter of the size of RGBA ones and faster to encode)."""
+    dtype = np.uint8 if n_colors < 256 else np.int32
+    return np.where((class_map < 0) | (class_map >= n_colors), n_colors, class_map).astype(dtype)

@@ -1,0 +1,14 @@
+"""The model comparison app's logic as plain functions; `gradio_app.py` only lays out the page and wires events.
+
+    index       open an output folder: what it holds, what is missing, per-image numbers for filters and tables
+    filters     class and content filters, signed ranking by a metric difference
+    navigation  the per-session list of images and the position in it
+    labelmaps   panoptic PNG + annotation -> segment and class maps (cached), panopticapi segment matching
+    panels      pictures of one image: labels, overlays, error maps, pair maps; their HTML; the pixel inspector
+    tables      per-image metrics, pairwise differences, per-class counts; CSV export
+    dataset     whole-dataset per-class metrics from summed counts, class filters, confusion of unmatched segments
+    plots       seaborn charts of the dataset view
+    live        run a checkpoint of the folder on an uploaded image (imports the model package only when used)
+
+Nothing here imports torch or gradio.
+"""

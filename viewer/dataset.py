@@ -1,0 +1,153 @@
+"""The whole-dataset view: per-class PQ/SQ/RQ from counts summed over images (never a mean of per-image scores),
+Things/Stuff summaries, class filters, and what the models' unmatched segments mostly cover.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+
+from metrics import pq
+from metrics.output_folder import GT
+from viewer.labelmaps import LabelMapError, load_label_map, match_segments
+
+CLASS_COLUMNS = ["model", "class id", "class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN", "images"]
+
+
+def _rows(index, models: list[str], positions) -> pd.DataFrame:
+    stats = index.stats
+    rows = stats[stats["model"].isin(models)]
+    if positions is not None:
+        keep = np.zeros(index.n_images, dtype=bool)
+        keep[np.asarray(positions, dtype=np.int64)] = True
+        rows = rows[keep[rows["pos"].to_numpy()]]
+    return rows
+
+
+def class_metrics(index, models: list[str], positions=None) -> pd.DataFrame:
+    """Per (model, active class): PQ/SQ/RQ of the summed TP/FP/FN/IoU over the images (`positions`, default
+    all), as panopticapi's dataset-level per_class; "images" counts the images where the class is active."""
+    rows = _rows(index, models, positions)
+    rows = rows[(rows["tp"] + rows["fp"] + rows["fn"]) > 0]
+    sums = rows.groupby(["model", "category_id"], sort=False).agg(
+        tp=("tp", "sum"), fp=("fp", "sum"), fn=("fn", "sum"), iou_sum=("iou_sum", "sum"), images=("pos", "size"))
+    sums = sums.reset_index()
+    denominator = sums["tp"] + 0.5 * sums["fp"] + 0.5 * sums["fn"]
+    table = pd.DataFrame({
+        "model": sums["model"], "class id": sums["category_id"],
+        "class": [index.class_label(c) for c in sums["category_id"]],
+        "kind": ["thing" if index.isthing.get(c) else "stuff" for c in sums["category_id"]],
+        "PQ": sums["iou_sum"] / denominator,
+        "SQ": np.where(sums["tp"] > 0, sums["iou_sum"] / sums["tp"].where(sums["tp"] > 0, 1), 0.0),
+        "RQ": sums["tp"] / denominator,
+        "TP": sums["tp"], "FP": sums["fp"], "FN": sums["fn"], "images": sums["images"],
+    }, columns=CLASS_COLUMNS)
+    order = {m: k for k, m in enumerate(models)}
+    table = table.sort_values(["class id", "model"], key=lambda s: s.map(order) if s.name == "model" else s)
+    return table.reset_index(drop=True)
+
+
+def summary_table(index, models: list[str], positions=None) -> pd.DataFrame:
+    """Per model: PQ/SQ/RQ over all, thing and stuff classes (means over active classes of summed counts)."""
+    rows = _rows(index, models, positions)
+    result = []
+    for model in models:
+        mine = rows[rows["model"] == model]
+        sums = mine.groupby("category_id")[["tp", "fp", "fn", "iou_sum"]].sum()
+        counts = {int(c): pq.CategoryCounts(int(r.tp), int(r.fp), int(r.fn), float(r.iou_sum))
+                  for c, r in sums.iterrows()}
+        summary = pq.pq_summary(counts, index.isthing)
+        row = {"model": model, "images": int(mine["pos"].nunique())}
+        for group in ("All", "Things", "Stuff"):
+            suffix = "" if group == "All" else f" {group.lower()}"
+            for metric in ("pq", "sq", "rq"):
+                row[f"{metric.upper()}{suffix}"] = summary[group][metric]
+            row[f"classes{suffix}"] = summary[group]["n"]
+        result.append(row)
+    return pd.DataFrame(result)
+
+
+def compare_classes(table: pd.DataFrame, models: list[str], metric: str = "PQ", model_a: str | None = None,
+                    model_b: str | None = None, min_delta: float | None = None, threshold_side: str | None = None,
+                    threshold: float | None = None, kind: str = "all") -> pd.DataFrame:
+    """One row per class with each model's `metric` and A - B, kept when they pass the filters:
+
+    min_delta: A better than B by at least this much (A - B >= min_delta);
+    threshold_side "above"/"below": every chosen model's value above / below `threshold` (a model without the
+    class active fails); kind "thing"/"stuff" keeps one kind. Sorted by A - B, largest first."""
+    wide = table[table["model"].isin(models)].pivot_table(index=["class id", "class", "kind"], columns="model",
+                                                          values=metric, aggfunc="first")
+    wide = wide.reindex(columns=models).reset_index()
+    wide.columns.name = None
+    delta_name = None
+    if model_a and model_b and model_a != model_b and model_a in wide and model_b in wide:
+        delta_name = f"Δ{metric} {model_a}−{model_b}"
+        wide[delta_name] = wide[model_a] - wide[model_b]
+    keep = np.ones(len(wide), dtype=bool)
+    if kind in ("thing", "stuff"):
+        keep &= (wide["kind"] == kind).to_numpy()
+    if delta_name and min_delta is not None:
+        keep &= (wide[delta_name] >= min_delta).fillna(False).to_numpy()
+    if threshold_side in ("above", "below") and threshold is not None and models:
+        values = wide[models].to_numpy(dtype=float)
+        passed = values > threshold if threshold_side == "above" else values < threshold
+        keep &= (passed & ~np.isnan(values)).all(axis=1)
+    wide = wide[keep]
+    if delta_name:
+        wide = wide.sort_values(delta_name, ascending=False, na_position="last")
+    return wide.reset_index(drop=True)
+
+
+def _unmatched_of_image(index, pos: int, models: list[str]) -> list[tuple]:
+    """(model, predicted class, covered ground-truth class or None for void, pixels) per FP segment."""
+    try:
+        gt = load_label_map(index, pos, GT, cached=False)
+    except LabelMapError:
+        return []
+    found = []
+    for model in models:
+        try:
+            pred = load_label_map(index, pos, model, cached=False)
+        except LabelMapError:
+            continue
+        match = match_segments(gt, pred)
+        for segment_id, (covered, pixels) in match.fp_cover.items():
+            found.append((model, pred.segments[segment_id]["category_id"], covered, pixels,
+                          int(pred.segments[segment_id].get("area") or 0)))
+    return found
+
+
+def confusion_table(index, models: list[str], positions=None, progress=None, workers: int = 2) -> pd.DataFrame:
+    """Which ground-truth class each model's false-positive segments mostly cover, over `positions`.
+
+    One row per (model, predicted class, covered class): FP segments, their pixels on the covered class, and the
+    share of that predicted class's FPs. Decodes every PNG of those images, so it runs only on request;
+    `progress(fraction, text)` is called as images are done."""
+    positions = list(range(index.n_images)) if positions is None else [int(p) for p in positions]
+    positions = [p for p in positions if index.has(GT, p)]
+    found = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for k, rows in enumerate(pool.map(lambda p: _unmatched_of_image(index, p, models), positions)):
+            found.extend(rows)
+            if progress is not None and (k % 25 == 0 or k == len(positions) - 1):
+                progress((k + 1) / max(len(positions), 1), f"{k + 1} of {len(positions)} images")
+    columns = ["model", "predicted class", "mostly covers (ground truth)", "FP segments", "pixels on it",
+               "share of the class's FPs"]
+    if not found:
+        return pd.DataFrame(columns=columns)
+    raw = pd.DataFrame(found, columns=["model", "pred", "covered", "pixels", "area"])
+    raw["covered"] = raw["covered"].fillna(-1).astype(int)
+    grouped = raw.groupby(["model", "pred", "covered"]).agg(segments=("pixels", "size"), pixels=("pixels", "sum"))
+    grouped = grouped.reset_index()
+    totals = grouped.groupby(["model", "pred"])["segments"].transform("sum")
+    table = pd.DataFrame({
+        "model": grouped["model"],
+        "predicted class": [index.class_label(c) for c in grouped["pred"]],
+        "mostly covers (ground truth)": ["void" if c < 0 else index.class_label(c) for c in grouped["covered"]],
+        "FP segments": grouped["segments"],
+        "pixels on it": grouped["pixels"],
+        "share of the class's FPs": grouped["segments"] / totals,
+    }, columns=columns)
+    return table.sort_values(["FP segments", "pixels on it"], ascending=False).reset_index(drop=True)

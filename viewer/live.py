@@ -1,0 +1,100 @@
+"""The live tab: run the folder's own checkpoints on an uploaded image and show the result in the same panels.
+
+`eomt` (and with it torch) is imported on the first run only, so opening a folder never pays for it. Loaded
+models are kept, a few at a time, for every session: they are read-only weights, not session state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from viewer.labelmaps import LabelMap, label_map
+
+_MODELS_KEPT = 2  # an EoMT-L is ~1.3 GB in fp32
+_models: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LiveResult:
+    photo: np.ndarray  # (H, W, 3) uint8, as uploaded
+    labels: dict[str, LabelMap | str]  # model -> its prediction, or why there is none
+    seconds: dict[str, float]
+
+
+def checkpoint_path(index, model: str) -> Path | None:
+    """The model's checkpoint when its manifest "source" is a path that exists here (as given, or relative to
+    the output folder); None for hub ids and files that are not on this machine."""
+    entry = next((m for m in index.manifest["models"] if m.get("name") == model), None)
+    source = entry.get("source") if entry else None
+    if not source:
+        return None
+    for path in (Path(source).expanduser(), index.root / source):
+        if path.exists():
+            return path
+    return None
+
+
+def available_models(index) -> list[str]:
+    return [m for m in index.models if checkpoint_path(index, m) is not None]
+
+
+def unavailable_note(index) -> str:
+    missing = [m for m in index.models if checkpoint_path(index, m) is None]
+    if not missing:
+        return ""
+    sources = ", ".join(f"{m} ({next((e.get('source') for e in index.manifest['models'] if e['name'] == m), '?')})"
+                        for m in missing)
+    return f"Not available locally (checkpoint not found on this machine): {sources}."
+
+
+def _load(index, model: str):
+    import eomt  # deferred: torch loads only when someone runs a model
+
+    path = checkpoint_path(index, model)
+    if path is None:
+        raise FileNotFoundError(f"{model}: checkpoint not available locally")
+    entry = next(m for m in index.manifest["models"] if m["name"] == model)
+    key = (str(path), entry.get("preset"))
+    with _lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+        predictor = eomt.Predictor(eomt.load_model(str(path), preset=entry.get("preset")))
+        _models[key] = predictor
+        while len(_models) > _MODELS_KEPT:
+            _models.popitem(last=False)
+        return predictor
+
+
+def prediction_labels(result) -> LabelMap:
+    """A LabelMap from a predictor's panoptic result (segment ids from 0, -1 void), shifted to COCO ids (0 void)
+    as the dump writes them."""
+    segment_map = np.asarray(result.segment_map, dtype=np.int32) + 1
+    segments = [{"id": int(s["id"]) + 1, "category_id": int(s["category_id"]), "isthing": int(bool(s["isthing"])),
+                 "score": round(float(s["score"]), 4), "area": int(s["area"])} for s in result.segments]
+    return label_map(segment_map, segments)
+
+
+def run_models(index, models: list[str], photo: np.ndarray) -> LiveResult:
+    """Runs each chosen model on the photo; a model that fails gets its error message instead of a map."""
+    photo = np.asarray(photo)
+    if photo.ndim == 2:
+        photo = np.repeat(photo[:, :, None], 3, axis=2)
+    photo = np.ascontiguousarray(photo[:, :, :3].astype(np.uint8))
+    labels: dict[str, LabelMap | str] = {}
+    seconds: dict[str, float] = {}
+    for model in models:
+        started = time.perf_counter()
+        try:
+            labels[model] = prediction_labels(_load(index, model).panoptic(photo))
+        except Exception as e:  # one broken checkpoint must not take the others down: show why instead
+            labels[model] = f"{model}: {type(e).__name__}: {e}"
+        seconds[model] = time.perf_counter() - started
+    return LiveResult(photo, labels, seconds)

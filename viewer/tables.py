@@ -1,0 +1,172 @@
+"""Tables of numbers: the image list, one image's metrics per model and per class, pairwise differences, CSV.
+
+Per-image PQ/SQ/RQ come from metrics.pq on that image's counts (the mean over its active classes, as
+panopticapi defines it); TP/FP/FN stand beside every score, so a PQ of 0 from one stray segment reads as what it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metrics import pq
+from metrics.output_folder import GT, FolderError
+from viewer.labelmaps import LabelMapError, load_label_map
+
+GOOD, BAD = (0, 158, 115), (213, 94, 0)
+COUNT_DIFFERENCES = ("ΔTP", "ΔFP", "ΔFN")
+
+
+def image_counts(index, pos: int, model: str) -> tuple[dict[int, pq.CategoryCounts] | None, str]:
+    """This pair's per-class counts and where they came from: segment_stats.csv, or computed from the PNGs
+    when the file lacks the pair; None and the reason when neither is possible."""
+    counts = index.image_counts(pos, model)
+    if counts is not None:
+        return counts, "segment_stats.csv"
+    if not index.has(GT, pos):
+        return None, "no ground truth"
+    if not index.has(model, pos):
+        return None, "no prediction"
+    try:
+        gt, pred = load_label_map(index, pos, GT), load_label_map(index, pos, model)
+        return pq.image_counts(gt.segment_map, list(gt.segments.values()), pred.segment_map,
+                               list(pred.segments.values())), "computed from the PNGs"
+    except (LabelMapError, pq.PanopticFormatError) as e:
+        return None, str(e)
+
+
+def image_list_table(index, positions, models: list[str]) -> pd.DataFrame:
+    """One row per listed image: names, ground-truth content, and each model's PQ with its TP/FP/FN."""
+    positions = np.asarray(positions, dtype=np.int64)
+    gt = index.instance_counts[GT][positions]
+    entries = index.manifest["images"]
+    table = pd.DataFrame({
+        "image": [index.images[p] for p in positions],
+        "index": [entries[p]["index"] for p in positions],
+        "key": [entries[p].get("key") for p in positions],
+        "GT classes": (gt > 0).sum(axis=1),
+        "GT instances": gt.sum(axis=1),
+    })
+    for model in models:
+        metrics = index.image_metrics[model]
+        table[f"PQ {model}"] = metrics["pq"].to_numpy()[positions]
+        table[f"TP/FP/FN {model}"] = [f"{tp}/{fp}/{fn}" for tp, fp, fn in
+                                      metrics[["tp", "fp", "fn"]].to_numpy()[positions].tolist()]
+    return table
+
+
+def image_metrics_table(index, pos: int, models: list[str]) -> pd.DataFrame:
+    """Per model: PQ/SQ/RQ of the image (all classes, things, stuff), TP/FP/FN, active classes, origin."""
+    rows = []
+    for model in models:
+        counts, origin = image_counts(index, pos, model)
+        row = {"model": model}
+        if counts is not None:
+            summary = pq.pq_summary(counts, index.isthing)
+            per_class = summary["per_class"].values()
+            row.update({"PQ": summary["All"]["pq"], "SQ": summary["All"]["sq"], "RQ": summary["All"]["rq"],
+                        "PQ things": summary["Things"]["pq"], "PQ stuff": summary["Stuff"]["pq"],
+                        "TP": sum(c["tp"] for c in per_class), "FP": sum(c["fp"] for c in per_class),
+                        "FN": sum(c["fn"] for c in per_class), "classes": summary["All"]["n"]})
+        row["source"] = origin
+        rows.append(row)
+    columns = ["model", "PQ", "SQ", "RQ", "PQ things", "PQ stuff", "TP", "FP", "FN", "classes", "source"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def pairwise_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Every pair (A, B) of the table's models, A before B: differences A - B of PQ, SQ, RQ (positive: A better)
+    and of TP, FP, FN."""
+    rows = []
+    by_model = metrics.set_index("model")
+    for a, b in itertools.combinations(by_model.index, 2):
+        row = {"A": a, "B": b}
+        for column in ("PQ", "SQ", "RQ", "TP", "FP", "FN"):
+            row[f"Δ{column} A−B"] = _difference(by_model.at[a, column], by_model.at[b, column])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["A", "B"] + [f"Δ{c} A−B" for c in ("PQ", "SQ", "RQ", "TP", "FP", "FN")])
+
+
+def _difference(a, b) -> float:
+    return float(a) - float(b) if a is not None and b is not None and not (pd.isna(a) or pd.isna(b)) else np.nan
+
+
+def image_class_table(index, pos: int, models: list[str]) -> pd.DataFrame:
+    """One row per (class, model) for the classes in the ground truth or active for a model: instances in the
+    ground truth and the prediction, PQ/SQ/RQ and TP/FP/FN of that class in this image."""
+    per_model = {model: image_counts(index, pos, model)[0] for model in models}
+    classes = set()
+    for source in [GT, *models]:
+        if index.has(source, pos):
+            with contextlib.suppress(FolderError):  # the panels say what is wrong with it
+                classes.update(s["category_id"] for s in index.segments(source, pos))
+    for counts in per_model.values():
+        classes.update(counts or {})
+    rows = []
+    for class_id in sorted(classes):
+        column = index.column.get(class_id)
+        gt_instances = int(index.instance_counts[GT][pos, column]) if column is not None else 0
+        for model in models:
+            row = {"class id": class_id, "class": index.class_label(class_id),
+                   "kind": "thing" if index.isthing.get(class_id) else "stuff", "GT instances": gt_instances,
+                   "model": model,
+                   "predicted instances": int(index.instance_counts[model][pos, column]) if column is not None else 0}
+            c = (per_model[model] or {}).get(class_id)
+            if c is not None and c.tp + c.fp + c.fn > 0:
+                denominator = c.tp + 0.5 * c.fp + 0.5 * c.fn
+                row.update({"PQ": c.iou_sum / denominator, "SQ": c.iou_sum / c.tp if c.tp else 0.0,
+                            "RQ": c.tp / denominator, "TP": c.tp, "FP": c.fp, "FN": c.fn})
+            rows.append(row)
+    columns = ["class id", "class", "kind", "GT instances", "model", "predicted instances", "PQ", "SQ", "RQ", "TP",
+               "FP", "FN"]
+    return pd.DataFrame(rows, columns=columns).astype({"TP": "Int64", "FP": "Int64", "FN": "Int64"})
+
+
+def class_difference_table(class_table: pd.DataFrame, models: list[str], metric: str = "PQ") -> pd.DataFrame:
+    """Per class, the difference A - B of `metric` for every pair of models (blank where either is undefined)."""
+    wide = class_table.pivot(index="class id", columns="model", values=metric).reindex(columns=models)
+    names = class_table.drop_duplicates("class id").set_index("class id")["class"]
+    table = pd.DataFrame({"class id": wide.index, "class": names.reindex(wide.index).to_numpy()})
+    for a, b in itertools.combinations(models, 2):
+        table[f"Δ{metric} {a}−{b}"] = (wide[a] - wide[b]).to_numpy(dtype=float)
+    return table
+
+
+def style_differences(table: pd.DataFrame, lower_is_better: tuple[str, ...] = ("ΔFP", "ΔFN"),
+                      digits: int = 3):
+    """A pandas Styler colouring every Δ column: green where the first model is better, red where worse."""
+    def colour(value, flip: bool) -> str:
+        if value is None or pd.isna(value) or value == 0:
+            return ""
+        better = (value < 0) if flip else (value > 0)
+        strength = 0.15 + 0.6 * min(abs(float(value)) / (10.0 if flip else 0.5), 1.0)
+        r, g, b = GOOD if better else BAD
+        return f"background-color: rgba({r},{g},{b},{strength:.2f})"
+
+    styler = table.style.format(precision=digits, na_rep="")
+    for column in table.columns:
+        if str(column).startswith("Δ"):
+            flip = str(column).startswith(lower_is_better)
+            counts = str(column).startswith(COUNT_DIFFERENCES)
+            styler = styler.map(lambda v, flip=flip: colour(v, flip), subset=[column])
+            styler = styler.format(f"{{:+.{0 if counts else digits}f}}", subset=[column], na_rep="")
+    return styler
+
+
+def rounded(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """For display; exports keep full precision."""
+    return table.round(digits)
+
+
+def write_csv(table: pd.DataFrame, stem: str) -> str:
+    """The table as CSV in a fresh temporary folder (the app hands the file to the browser); returns the path."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "table"
+    path = Path(tempfile.mkdtemp(prefix="viewer-export-")) / f"{safe}.csv"
+    table.to_csv(path, index=False)
+    return str(path)
