@@ -1,0 +1,210 @@
+"""Helpers for the EoMT tests: tiny random models, the transformers oracle, and the official key layout as
+eomt-reference.md section 2 documents it (written here independently of eomt.checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import eomt
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGE = REPO.parent / "shared" / "reference" / "ade20k_sample" / "images" / "ADE_val_00000001.jpg"
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def tiny_config(**overrides) -> eomt.EoMTConfig:
+    fields = dict(backbone="vit_small_patch14_reg4_dinov2", img_size=64, num_classes=5, num_queries=10,
+                  num_blocks=1, backbone_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
+    return eomt.EoMTConfig(**{**fields, **overrides})
+
+
+def tiny_ade_config(**overrides) -> eomt.EoMTConfig:
+    ade = eomt.PRESETS["ade20k_panoptic_eomt_large_640"]
+    return tiny_config(**{"num_classes": 150, "num_queries": 12, "class_names": ade.class_names,
+                          "stuff_classes": ade.stuff_classes, "class_colors": ade.class_colors, **overrides})
+
+
+def confident_model(config: eomt.EoMTConfig, seed: int = 0) -> eomt.EoMT:
+    """Random weights with sharpened class and mask heads. Plain random weights keep no query above the 0.8
+    score, and their soft, half-image masks never own 80% of themselves; with few queries (3) and saturated
+    masks, the first confident queries become segments."""
+    torch.manual_seed(seed)
+    model = eomt.EoMT(config).eval()
+    with torch.no_grad():
+        model.class_head.weight.mul_(150.0)
+        model.mask_head[4].weight.mul_(300.0)
+    return model
+
+
+# ------------------------------------------------------------------------------------ transformers oracle
+
+def hf_model(hidden: int, layers: int, heads: int, num_blocks: int, swiglu: bool = False, num_labels: int = 5,
+             num_queries: int = 10, image_size: int = 64, seed: int = 0):
+    """A random transformers EoMT with every parameter perturbed (so that zero-initialised register tokens
+    and unit layer scales matter) and masked attention off, as in the released checkpoints."""
+    from transformers import EomtConfig, EomtForUniversalSegmentation
+
+    torch.manual_seed(seed)
+    config = EomtConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                        num_blocks=num_blocks, use_swiglu_ffn=swiglu, num_labels=num_labels,
+                        num_queries=num_queries, image_size=image_size, patch_size=16, num_register_tokens=4)
+    model = EomtForUniversalSegmentation(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+        model.attn_mask_probs.zero_()
+    return model
+
+
+def hf_logits(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' logits for images in [0, 1] (its model expects ImageNet-normalised pixels)."""
+    with torch.no_grad():
+        out = model(pixel_values=(images - IMAGENET_MEAN) / IMAGENET_STD)
+    return out.masks_queries_logits, out.class_queries_logits
+
+
+def hf_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers keys -> the official `network.*` layout (fused qkv, packed SwiGLU fc1)."""
+    renames = [
+        ("embeddings.patch_embeddings.projection.", "encoder.backbone.patch_embed.proj."),
+        ("embeddings.cls_token", "encoder.backbone.cls_token"),
+        ("embeddings.register_tokens", "encoder.backbone.reg_token"),
+        ("layers.", "encoder.backbone.blocks."),
+        (".attention.out_proj.", ".attn.proj."),
+        (".layer_scale1.lambda1", ".ls1.gamma"),
+        (".layer_scale2.lambda1", ".ls2.gamma"),
+        (".mlp.down_proj.", ".mlp.fc2."),
+        ("layernorm.", "encoder.backbone.norm."),
+        ("query.weight", "q.weight"),
+        ("class_predictor.", "class_head."),
+        ("mask_head.fc1.", "mask_head.0."), ("mask_head.fc2.", "mask_head.2."), ("mask_head.fc3.", "mask_head.4."),
+        ("upscale_block.block.", "upscale."),
+        (".layernorm2d.", ".norm."),
+    ]
+    out = {}
+    for key, value in state.items():
+        if key.startswith("criterion."):
+            out[key] = value
+            continue
+        if key == "embeddings.position_embeddings.weight":
+            out["network.encoder.backbone.pos_embed"] = value[None]
+            continue
+        if any(part in key for part in (".q_proj.", ".k_proj.", ".v_proj.", ".gate_proj.", ".up_proj.")):
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        out["network." + key] = value
+    layers = {k.split(".")[1] for k in state if k.startswith("layers.")}
+    for i in layers:
+        for p in ("weight", "bias"):
+            qkv = [state[f"layers.{i}.attention.{n}_proj.{p}"] for n in "qkv"]
+            out[f"network.encoder.backbone.blocks.{i}.attn.qkv.{p}"] = torch.cat(qkv)
+            if f"layers.{i}.mlp.gate_proj.{p}" in state:
+                halves = [state[f"layers.{i}.mlp.{n}_proj.{p}"] for n in ("gate", "up")]
+                out[f"network.encoder.backbone.blocks.{i}.mlp.fc1.{p}"] = torch.cat(halves)
+    out["network.encoder.pixel_mean"] = IMAGENET_MEAN.clone()
+    out["network.encoder.pixel_std"] = IMAGENET_STD.clone()
+    return out
+
+
+# ------------------------------------------------------------------------- the documented official layout
+
+def official_keys(dim: int, depth: int, num_patches: int, num_queries: int, num_classes: int,
+                  num_blocks: int) -> dict[str, tuple[int, ...]]:
+    """Every tensor of an official (GELU) checkpoint with its shape, from the table of eomt-reference.md."""
+    b = "network.encoder.backbone."
+    keys = {
+        "network.attn_mask_probs": (num_blocks,),
+        "network.encoder.pixel_mean": (1, 3, 1, 1), "network.encoder.pixel_std": (1, 3, 1, 1),
+        b + "cls_token": (1, 1, dim), b + "reg_token": (1, 4, dim), b + "pos_embed": (1, num_patches, dim),
+        b + "patch_embed.proj.weight": (dim, 3, 16, 16), b + "patch_embed.proj.bias": (dim,),
+        b + "norm.weight": (dim,), b + "norm.bias": (dim,),
+        "network.q.weight": (num_queries, dim),
+        "network.class_head.weight": (num_classes + 1, dim), "network.class_head.bias": (num_classes + 1,),
+    }
+    for i in range(depth):
+        block = f"{b}blocks.{i}."
+        keys.update({
+            block + "norm1.weight": (dim,), block + "norm1.bias": (dim,),
+            block + "norm2.weight": (dim,), block + "norm2.bias": (dim,),
+            block + "attn.qkv.weight": (3 * dim, dim), block + "attn.qkv.bias": (3 * dim,),
+            block + "attn.proj.weight": (dim, dim), block + "attn.proj.bias": (dim,),
+            block + "ls1.gamma": (dim,), block + "ls2.gamma": (dim,),
+            block + "mlp.fc1.weight": (4 * dim, dim), block + "mlp.fc1.bias": (4 * dim,),
+            block + "mlp.fc2.weight": (dim, 4 * dim), block + "mlp.fc2.bias": (dim,),
+        })
+    for i in (0, 2, 4):
+        keys[f"network.mask_head.{i}.weight"] = (dim, dim)
+        keys[f"network.mask_head.{i}.bias"] = (dim,)
+    for i in (0, 1):
+        keys.update({
+            f"network.upscale.{i}.conv1.weight": (dim, dim, 2, 2), f"network.upscale.{i}.conv1.bias": (dim,),
+            f"network.upscale.{i}.conv2.weight": (dim, 1, 3, 3),
+            f"network.upscale.{i}.norm.weight": (dim,), f"network.upscale.{i}.norm.bias": (dim,),
+        })
+    return keys
+
+
+# ------------------------------------------------------------------------- naive post-processing reference
+
+def naive_upsample(mask_logits, img_size, resized, original):
+    """All queries at once, as the reference does."""
+    masks = F.interpolate(mask_logits[None], size=(img_size, img_size), mode="bilinear", align_corners=False)
+    masks = masks[:, :, :resized[0], :resized[1]]
+    return F.interpolate(masks, size=tuple(original), mode="bilinear", align_corners=False)[0]
+
+
+def naive_panoptic(mask_logits, class_logits, img_size, resized, original, stuff_classes,
+                   score_threshold=0.8, overlap_threshold=0.8, mask_threshold=0.5):
+    """The reference panoptic merge, line by line (upsamples every query): (segment_map, class_map, segments)."""
+    num_classes = class_logits.shape[-1] - 1
+    scores, labels = class_logits.softmax(-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > score_threshold)
+    height, width = original
+    segment_map = torch.full((height, width), -1, dtype=torch.long)
+    class_map = torch.full((height, width), -1, dtype=torch.long)
+    segments = []
+    if keep.any():
+        probs = naive_upsample(mask_logits, img_size, resized, original)[keep].sigmoid()
+        owner = (scores[keep][:, None, None] * probs).argmax(0)
+        stuff_ids = {}
+        for k, label in enumerate(labels[keep].tolist()):
+            orig = probs[k] >= mask_threshold
+            new = owner == k
+            final = orig & new
+            orig_area, new_area, final_area = orig.sum().item(), new.sum().item(), final.sum().item()
+            if orig_area == 0 or new_area == 0 or final_area == 0 or new_area / orig_area < overlap_threshold:
+                continue
+            if label in stuff_classes and label in stuff_ids:
+                segment_map[final] = stuff_ids[label]
+                class_map[final] = label
+                continue
+            if label in stuff_classes:
+                stuff_ids[label] = len(segments)
+            segment_map[final] = len(segments)
+            class_map[final] = label
+            segments.append({"id": len(segments), "category_id": label, "isthing": label not in stuff_classes,
+                             "score": scores[keep][k].item()})
+        for segment in segments:
+            segment["area"] = int((segment_map == segment["id"]).sum())
+    return segment_map, class_map, segments
+
+
+def synthetic_logits(num_queries: int, num_classes: int, grid: int, seed: int, confident: float = 0.5):
+    """Mask logits of smooth blobs (so masks have sizeable areas and overlap) and class logits where a
+    fraction of the queries is confident about a random class."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(grid).float(), torch.arange(grid).float(), indexing="ij")
+    centres = torch.rand(num_queries, 2, generator=g) * grid
+    radii = 1.5 + torch.rand(num_queries, generator=g) * grid / 6
+    distance = ((ys[None] - centres[:, 0, None, None]) ** 2 + (xs[None] - centres[:, 1, None, None]) ** 2).sqrt()
+    mask_logits = (radii[:, None, None] - distance) + torch.randn(num_queries, grid, grid, generator=g) * 0.5
+    class_logits = torch.randn(num_queries, num_classes + 1, generator=g)
+    chosen = torch.randint(0, num_classes + 1, (num_queries,), generator=g)
+    sure = torch.rand(num_queries, generator=g) < confident
+    class_logits[sure, chosen[sure]] += 8 + torch.rand(int(sure.sum()), generator=g) * 4
+    return mask_logits, class_logits
