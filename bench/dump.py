@@ -23,7 +23,8 @@ import eomt  # noqa: E402
 import predict_dump  # noqa: E402
 from eomt.datasets.ade20k import ADE20K  # noqa: E402
 from eomt.transforms import resize_and_pad  # noqa: E402
-from tests.dump_data import confident_random_model, write_toy_ade20k  # noqa: E402
+from tests.dump_data import write_toy_ade20k
+from tests.eomt_fixtures import confident_model  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
                              num_queries=args.queries, num_blocks=num_blocks, task="panoptic",
                              class_names=ade.class_names, stuff_classes=ade.stuff_classes,
                              class_colors=ade.class_colors)
-    model = confident_random_model(config, seed=0)
+    model = confident_model(config, seed=0)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -332,7 +332,8 @@ def _choose_config(src: _Source, preset: str | None, config: EoMTConfig | None,
         return PRESETS[name], f"preset {name!r} (matched by name)"
     raise CheckpointError(f"{src.path}: cannot tell which architecture this checkpoint has (no config stored in "
                           f"it, no config.json, no preset name in its path). Pass preset=NAME (--preset NAME), "
-                          f"one of: {', '.join(PRESETS)}; or config=EoMTConfig(...).")
+                          f"one of: {', '.join(PRESETS)}; or a JSON file of EoMTConfig.to_dict() as the preset; "
+                          f"or config=EoMTConfig(...).")
 
 
 def _names(keys, limit: int = 12) -> str:

@@ -38,9 +38,7 @@ def render_panoptic(class_map: np.ndarray, segment_map: np.ndarray | None, color
     colors: (C,3) RGB per class id.
     """
     table = palette_array(colors)
-    void_index = len(table) - 1
-    lookup = np.where((class_map < 0) | (class_map >= void_index), void_index, class_map)
-    picture = table[lookup]
+    picture = table[palette_indices(class_map, len(table) - 1)]
     if borders:
         picture[segment_borders(class_map if segment_map is None else segment_map)] = BORDER_COLOR
     return picture

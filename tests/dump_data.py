@@ -1,4 +1,4 @@
-"""Small ADE20K-format datasets and tiny random EoMT checkpoints for the dump tests and benchmark."""
+"""Small ADE20K-format datasets and checkpoint files for the dump tests and benchmark."""
 
 from __future__ import annotations
 
@@ -64,28 +64,6 @@ def corrupt_zip_member(zip_path: Path, member_suffix: str, keep_bytes: int = 40)
     zip_path.write_bytes(buffer.getvalue())
     assert target is not None, member_suffix
     return target
-
-
-def tiny_config(seed: int = 0, depth: int = 2) -> eomt.EoMTConfig:
-    ade = eomt.PRESETS["ade20k_panoptic_eomt_large_640"]
-    return eomt.EoMTConfig(
-        backbone="vit_small_patch14_reg4_dinov2", img_size=64, num_classes=150, num_queries=12, num_blocks=1,
-        patch_size=16, backbone_kwargs={"depth": depth, "embed_dim": 32, "num_heads": 2},
-        task="panoptic", class_names=ade.class_names, stuff_classes=ade.stuff_classes, class_colors=ade.class_colors,
-    )
-
-
-def confident_random_model(config: eomt.EoMTConfig, seed: int) -> eomt.EoMT:
-    """Random weights that predict segments: plain random weights predict only void, because no query passes
-    the 0.8 score threshold and random masks overlap too much to pass the 0.8 overlap test. A sharper class head
-    (scores spread over 0.8-1, so no ties) and saturated masks leave a segment or two per image."""
-    torch.manual_seed(seed)
-    model = eomt.EoMT(config).eval()
-    with torch.no_grad():
-        model.class_head.weight.mul_(10.0)
-        model.mask_head[-1].weight.mul_(100.0)
-        model.mask_head[-1].bias.mul_(100.0)
-    return model
 
 
 def save_original_format(model: eomt.EoMT, path: Path) -> Path:

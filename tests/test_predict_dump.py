@@ -20,12 +20,11 @@ from eomt.datasets.ade20k import ADE20K
 from metrics.coco_panoptic import read_png
 from metrics.output_folder import SEGMENT_STATS_COLUMNS, Layout, read_manifest
 from tests.dump_data import (
-    confident_random_model,
     corrupt_zip_member,
     save_original_format,
-    tiny_config,
     write_toy_ade20k,
 )
+from tests.eomt_fixtures import confident_model, tiny_ade_config
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 7
@@ -36,8 +35,8 @@ def setup(tmp_path_factory):
     """Dataset zips, an original-format checkpoint (+ its config JSON) and a Hugging Face format folder."""
     base = tmp_path_factory.mktemp("dump")
     data = write_toy_ade20k(base / "ade", N_IMAGES)
-    config = tiny_config()
-    original = save_original_format(confident_random_model(config, seed=1), base / "a.bin")
+    config = tiny_ade_config(num_queries=3)
+    original = save_original_format(confident_model(config, seed=1), base / "a.bin")
     config_json = base / "a_config.json"
     config_json.write_text(json.dumps(config.to_dict()))
     hf_folder = save_hf_checkpoint(base / "b_hf", seed=2)
@@ -51,15 +50,14 @@ def save_hf_checkpoint(folder: Path, seed: int) -> Path:
     import transformers
 
     torch.manual_seed(seed)
-    names = tiny_config().class_names
+    names = tiny_ade_config().class_names
     config = transformers.EomtConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=64,
-                                     patch_size=16, num_queries=12, num_blocks=1,
+                                     patch_size=16, num_queries=3, num_blocks=1,
                                      id2label=dict(enumerate(names)))
     model = transformers.EomtForUniversalSegmentation(config).eval()
-    with torch.no_grad():  # as tests.dump_data.confident_random_model, so that it predicts segments
-        model.class_predictor.weight.mul_(10.0)
-        model.mask_head.fc3.weight.mul_(100.0)
-        model.mask_head.fc3.bias.mul_(100.0)
+    with torch.no_grad():  # as tests.eomt_fixtures.confident_model, so that it predicts segments
+        model.class_predictor.weight.mul_(150.0)
+        model.mask_head.fc3.weight.mul_(300.0)
     model.save_pretrained(folder)
     return folder
 
