@@ -1,7 +1,9 @@
 """Panoptic quality exactly as panopticapi's `pq_compute` defines it, one image at a time.
 
-`image_counts` gives one image's per-category counts (tp, fp, fn, iou_sum), `sum_counts` adds them over images, and
-`pq_summary` turns counts into per-class PQ/SQ/RQ and the All/Things/Stuff averages over the active categories.
+`match_image` matches one image's segments (an `ImageMatch`: per segment, matched / false positive / false
+negative, and the intersection matrix), `image_counts` sums that into per-category counts (tp, fp, fn, iou_sum),
+`sum_counts` adds them over images, and `pq_summary` turns counts into per-class PQ/SQ/RQ and the
+All/Things/Stuff averages over the active categories. The viewer's per-segment matching is `match_image` too.
 The rules (ade20k-pq-reference.md, section 4):
 
 - a (gt, pred) pair matches when the gt segment is not crowd, the categories are equal and IoU > 0.5, where the
@@ -83,16 +85,65 @@ def _ids(segments: Sequence[Mapping], which: str) -> np.ndarray:
     return ids
 
 
-def image_counts(gt_map: np.ndarray, gt_segments: Sequence[Mapping], pred_map: np.ndarray,
-                 pred_segments: Sequence[Mapping], gt_areas_from_json: bool = False) -> dict[int, CategoryCounts]:
-    """Per-category counts of one image.
+@dataclass(frozen=True, eq=False)
+class ImageMatch:
+    """panopticapi's matching of one image, kept per segment.
+
+    Rows are the ground-truth segments in ascending id order, columns the predicted segments in their list's order;
+    `matrix` has void in row / column 0 and, in its last row, the ground-truth pixels whose ids are not in the
+    segment list (its last column, predicted ids not in their list, is all zero: those raise). The matched pairs
+    are sorted by row, the order panopticapi adds their IoUs in; a segment is in at most one of them unless
+    gt_areas_from_json makes IoUs over 0.5 non-exclusive.
+    """
+
+    gt_ids: np.ndarray  # (n_gt,) int64, ascending
+    gt_category: np.ndarray  # (n_gt,) int64
+    gt_crowd: np.ndarray  # (n_gt,) bool: iscrowd == 1
+    gt_area: np.ndarray  # (n_gt,) pixels in the map, or the JSON's "area" with gt_areas_from_json
+    pred_ids: np.ndarray  # (n_pred,) int64, in pred_segments' order
+    pred_category: np.ndarray  # (n_pred,) int64
+    pred_area: np.ndarray  # (n_pred,) pixels in the map, all > 0
+    matrix: np.ndarray  # (n_gt + 2, n_pred + 2) pixel counts per (gt, pred) pair
+    crowd_row: dict[int, int]  # category id -> row of the crowd segment panopticapi remembers for it
+    matched_rows: np.ndarray  # (n_tp,) row of each matched pair
+    matched_cols: np.ndarray  # (n_tp,) its column
+    matched_iou: np.ndarray  # (n_tp,) float64 IoU
+    gt_matched: np.ndarray  # (n_gt,) bool
+    pred_matched: np.ndarray  # (n_pred,) bool
+    false_negative: np.ndarray  # (n_gt,) bool: unmatched and not crowd
+    false_positive: np.ndarray  # (n_pred,) bool: unmatched and not mostly on void or its category's crowd region
+
+    @property
+    def intersection(self) -> np.ndarray:
+        """(n_gt, n_pred) pixels shared by each pair of listed segments."""
+        return self.matrix[1:-1, 1:-1]
+
+    @property
+    def pred_on_void(self) -> np.ndarray:
+        """(n_pred,) pixels of each prediction on ground-truth void."""
+        return self.matrix[0, 1:-1]
+
+    @property
+    def pred_on_unlisted(self) -> np.ndarray:
+        """(n_pred,) pixels of each prediction on ground-truth ids that are not in the segment list (not void)."""
+        return self.matrix[-1, 1:-1]
+
+    @property
+    def pred_ignored(self) -> np.ndarray:
+        """(n_pred,) bool: unmatched, but mostly on void or on its category's crowd region, so not a false positive."""
+        return ~self.pred_matched & ~self.false_positive
+
+
+def match_image(gt_map: np.ndarray, gt_segments: Sequence[Mapping], pred_map: np.ndarray,
+                pred_segments: Sequence[Mapping], gt_areas_from_json: bool = False) -> ImageMatch:
+    """panopticapi's segment matching of one image (the rules above).
 
     Maps are (H, W) integer segment ids, 0 = void. Segments are dicts with "id" and "category_id" (gt ones may
     carry "iscrowd", default 0). Prediction areas are pixel counts of the map, as in panopticapi. Ground-truth
     areas too, unless `gt_areas_from_json`: then each gt segment's "area" is used, which is what panopticapi does
     (and why a JSON with areas counted before things were painted over stuff scores a perfect prediction SQ < 1).
     Ground-truth ids that are in the map but not in `gt_segments` are ignored, not void (panopticapi again).
-    Returns only categories with some activity (any count non-zero).
+    Raises PanopticFormatError where panopticapi would fail.
     """
     if gt_map.shape != pred_map.shape:
         raise PanopticFormatError(f"ground truth is {gt_map.shape} but prediction is {pred_map.shape}")
@@ -157,21 +208,30 @@ def image_counts(gt_map: np.ndarray, gt_segments: Sequence[Mapping], pred_map: n
                 ignored[col] += intersection[row, col]
     false_positive = ~pred_matched & ~(ignored / pred_area > 0.5)
     false_negative = ~gt_matched & ~gt_crowd
+    return ImageMatch(gt_ids, gt_category, gt_crowd, gt_area, pred_ids, pred_category, pred_area, matrix, crowd_row,
+                      rows, cols, iou, gt_matched, pred_matched, false_negative, false_positive)
 
+
+def image_counts(gt_map: np.ndarray, gt_segments: Sequence[Mapping], pred_map: np.ndarray,
+                 pred_segments: Sequence[Mapping], gt_areas_from_json: bool = False) -> dict[int, CategoryCounts]:
+    """Per-category counts of one image: `match_image` (same arguments, same errors) summed per category.
+    Returns only categories with some activity (any count non-zero)."""
+    match = match_image(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json)
+    gt_category, pred_category = match.gt_category, match.pred_category
     counts: dict[int, CategoryCounts] = {}
 
     def category(category_id) -> CategoryCounts:
         return counts.setdefault(int(category_id), CategoryCounts())
 
-    for row, value in zip(rows.tolist(), iou.tolist(), strict=True):
+    for row, value in zip(match.matched_rows.tolist(), match.matched_iou.tolist(), strict=True):
         c = category(gt_category[row])
         c.tp += 1
         c.iou_sum += value
-    for category_id in gt_category[false_negative]:
+    for category_id in gt_category[match.false_negative]:
         category(category_id).fn += 1
-    for category_id in pred_category[false_positive]:
+    for category_id in pred_category[match.false_positive]:
         category(category_id).fp += 1
-    for category_id in gt_category[~gt_crowd]:
+    for category_id in gt_category[~match.gt_crowd]:
         category(category_id).gt_segments += 1
     for category_id in pred_category:
         category(category_id).pred_segments += 1

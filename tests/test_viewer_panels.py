@@ -199,3 +199,12 @@ def test_one_colour_per_class_in_every_panel_image_and_the_legend(tmp_path):
     assert len(seen) > 5
     for class_id, colours in seen.items():
         assert colours == {manifest_colors[class_id]}
+
+
+def test_inspector_reports_a_pair_that_cannot_be_matched():
+    gt, pred = hand_made_maps()
+    # A prediction whose segment list lacks one of the ids in its PNG: panopticapi refuses such a pair.
+    broken = label_map(pred.segment_map, [s for s in pred.segments.values() if s["id"] != 11])
+    table = inspect_maps(gt, {"A": pred, "bad": broken}, 1, 1, NAMES.get).set_index("source")
+    assert table.loc["A", "this segment"].startswith("TP")
+    assert "cannot match" in table.loc["bad", "this segment"] and "11" in table.loc["bad", "this segment"]

@@ -108,11 +108,11 @@ def _unmatched_of_image(index, pos: int, models: list[str]) -> list[tuple]:
         return []
     found = []
     for model in models:
-        try:
+        try:  # an unreadable prediction, or one that cannot be matched, leaves only this image out
             pred = load_label_map(index, pos, model, cached=False)
+            match = match_segments(gt, pred)
         except LabelMapError:
             continue
-        match = match_segments(gt, pred)
         for segment_id, (covered, pixels) in match.fp_cover.items():
             found.append((model, pred.segments[segment_id]["category_id"], covered, pixels,
                           int(pred.segments[segment_id].get("area") or 0)))

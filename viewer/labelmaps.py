@@ -13,11 +13,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from metrics import pq
 from metrics.coco_panoptic import read_png
 from metrics.output_folder import GT, FolderError
 from metrics.render import segments_to_class_map
 
-VOID = 0
 _CACHED_MAPS = 48  # ~3 MB each at ADE20K size: enough for a dozen sessions on 4 models
 
 
@@ -92,57 +92,39 @@ class SegmentMatch:
     fp_cover: dict[int, tuple]
 
 
-def _compact(segment_map: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Per pixel: 0 for void or an id without a segment entry, k + 1 for ids[k]."""
-    order = np.argsort(ids)
-    sorted_ids = ids[order]
-    flat = segment_map.ravel()
-    position = np.minimum(np.searchsorted(sorted_ids, flat), max(len(ids) - 1, 0))
-    hit = (sorted_ids[position] == flat) & (flat != VOID) if len(ids) else np.zeros(flat.shape, bool)
-    return np.where(hit, order[position] + 1, 0)
-
-
 def match_segments(gt: LabelMap, pred: LabelMap) -> SegmentMatch:
     """panopticapi's matching (ade20k-pq-reference.md section 4), kept per segment rather than per class: same
     category, gt not crowd, IoU > 0.5 with the union leaving out the prediction's pixels on gt void; an unmatched
     prediction is ignored when more than half of it lies on gt void or on a crowd region of its own category.
-    Its per-class totals equal metrics.pq.image_counts (a test holds them together)."""
-    gt_ids = np.array(sorted(gt.segments), dtype=np.int64)
-    pred_ids = np.array(sorted(pred.segments), dtype=np.int64)
-    n_gt, n_pred = len(gt_ids), len(pred_ids)
-    key = _compact(gt.segment_map, gt_ids) * (n_pred + 1) + _compact(pred.segment_map, pred_ids)
-    matrix = np.bincount(key, minlength=(n_gt + 1) * (n_pred + 1)).reshape(n_gt + 1, n_pred + 1)
-    gt_area, pred_area = matrix[1:, :].sum(axis=1), matrix[:, 1:].sum(axis=0)
-    on_void, intersection = matrix[0, 1:], matrix[1:, 1:]
-    gt_category = np.array([gt.segments[i]["category_id"] for i in gt_ids.tolist()], dtype=np.int64)
-    gt_crowd = np.array([bool(gt.segments[i].get("iscrowd", 0)) for i in gt_ids.tolist()], dtype=bool)
-    pred_category = np.array([pred.segments[i]["category_id"] for i in pred_ids.tolist()], dtype=np.int64)
+    It is metrics.pq.match_image, the matching behind metrics.pq.image_counts, so its per-class totals equal
+    image_counts (a test holds them together). LabelMapError where image_counts raises PanopticFormatError (e.g.
+    a predicted id in the PNG without a segment entry): panopticapi has no matching for such a pair."""
+    try:
+        match = pq.match_image(gt.segment_map, list(gt.segments.values()), pred.segment_map,
+                               list(pred.segments.values()))
+    except pq.PanopticFormatError as e:
+        raise LabelMapError(f"cannot match the prediction to the ground truth: {e}") from None
+    gt_ids, pred_ids = match.gt_ids.tolist(), match.pred_ids.tolist()
 
     gt_status: dict[int, tuple] = {}
     pred_status: dict[int, tuple] = {}
-    rows, cols = np.nonzero((intersection > 0) & (gt_category[:, None] == pred_category[None, :])
-                            & ~gt_crowd[:, None])
-    inter = intersection[rows, cols]
-    union = pred_area[cols] + gt_area[rows] - inter - on_void[cols]
-    iou = inter / np.maximum(union, 1)
-    for row, col, value in zip(rows.tolist(), cols.tolist(), iou.tolist(), strict=True):
-        if value > 0.5:
-            gt_status[int(gt_ids[row])] = ("TP", int(pred_ids[col]), value)
-            pred_status[int(pred_ids[col])] = ("TP", int(gt_ids[row]), value)
-    for row, segment_id in enumerate(gt_ids.tolist()):
-        if segment_id not in gt_status:
-            gt_status[segment_id] = ("crowd", None, None) if gt_crowd[row] else ("FN", None, None)
+    for row, col, iou in zip(match.matched_rows.tolist(), match.matched_cols.tolist(), match.matched_iou.tolist(),
+                             strict=True):
+        gt_status[gt_ids[row]] = ("TP", pred_ids[col], iou)
+        pred_status[pred_ids[col]] = ("TP", gt_ids[row], iou)
+    for row, segment_id in enumerate(gt_ids):
+        if not match.gt_matched[row]:
+            gt_status[segment_id] = ("crowd", None, None) if match.gt_crowd[row] else ("FN", None, None)
 
-    crowd_rows = {int(gt_category[r]): r for r in np.flatnonzero(gt_crowd)}
+    # Ground-truth ids without a segment entry are not void to the matching, but the class map shows them as
+    # void, so here they count as void.
+    void = match.pred_on_void + match.pred_on_unlisted
+    intersection, gt_category = match.intersection, match.gt_category
     fp_cover: dict[int, tuple] = {}
-    for col, segment_id in enumerate(pred_ids.tolist()):
-        if segment_id in pred_status:
+    for col, segment_id in enumerate(pred_ids):
+        if match.pred_matched[col]:
             continue
-        ignored = on_void[col]
-        crowd_row = crowd_rows.get(int(pred_category[col]))
-        if crowd_row is not None:
-            ignored += intersection[crowd_row, col]
-        if pred_area[col] and ignored / pred_area[col] > 0.5:
+        if not match.false_positive[col]:
             pred_status[segment_id] = ("ignored", None, None)
             continue
         pred_status[segment_id] = ("FP", None, None)
@@ -150,7 +132,7 @@ def match_segments(gt: LabelMap, pred: LabelMap) -> SegmentMatch:
         for row in np.flatnonzero(intersection[:, col]).tolist():
             by_class[int(gt_category[row])] = by_class.get(int(gt_category[row]), 0) + int(intersection[row, col])
         best = max(by_class.items(), key=lambda item: (item[1], -item[0]), default=(None, 0))
-        fp_cover[segment_id] = best if best[1] >= on_void[col] else (None, int(on_void[col]))
+        fp_cover[segment_id] = best if best[1] >= void[col] else (None, int(void[col]))
     return SegmentMatch(gt_status, pred_status, fp_cover)
 
 

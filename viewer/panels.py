@@ -283,7 +283,12 @@ def inspect_maps(gt: LabelMap | str | None, predictions: dict[str, LabelMap | st
             segment = labels.segments[segment_id]
             row.update(segment=segment_id, area=segment.get("area"), score=segment.get("score"))
         if isinstance(gt, LabelMap):
-            match = cached_match(gt, labels)
+            try:
+                match = cached_match(gt, labels)
+            except LabelMapError as e:  # a hand-made folder may hold a pair that cannot be matched
+                row["this segment"] = str(e)
+                rows.append(row)
+                continue
             if class_id >= 0:
                 row["this segment"] = _describe_prediction(match, segment_id, class_label)
             else:
