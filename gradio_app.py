@@ -36,7 +36,7 @@ from viewer.panels import (
 
 ASSETS = Path(__file__).resolve().parent / "viewer" / "assets"
 NO_FOLDER = (
-    "No output folder given. Create one with\n"
+    "No output folder given, and the embedded demo cannot be built ({reason}). Create a folder with\n"
     "    python predict_dump.py --data DIR --model NAME=SOURCE --out DIR\n"
     "then open it with\n"
     "    python gradio_app.py DIR"
@@ -50,8 +50,14 @@ class NoFolderError(RuntimeError):
 
 
 def default_folder() -> Path:
-    """The folder opened when none is given. There is no embedded demo folder yet: say how to make one."""
-    raise NoFolderError(NO_FOLDER)
+    """The folder opened when none is given: the embedded demo, built into the cache on first use (the only
+    time the app needs torch); without the demo checkpoints, say how to make a folder."""
+    from eomt import demo
+
+    try:
+        return demo.default_demo_folder()
+    except (FileNotFoundError, RuntimeError) as e:
+        raise NoFolderError(NO_FOLDER.format(reason=e)) from None
 
 
 def build_app(index: FolderIndex) -> gr.Blocks:

@@ -3,6 +3,7 @@
     python predict_dump.py --data DIR --model NAME=SOURCE[@PRESET] [--model ...] --out DIR [options]
     torchrun --nproc_per_node N predict_dump.py ...      (the images are sharded across the ranks)
     python predict_dump.py --out DIR --reindex           (rebuild the aggregate files from panoptic/)
+    python predict_dump.py --demo --out DIR              (the embedded demo: two toy models, toy validation split)
 
 The folder format is defined in metrics/output_folder.py. Exit status: 0 when every image of every model is done,
 3 when some images failed (named on the console and in failures.json), 1 when the run was refused.
@@ -64,9 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-constant", action="store_true",
                         help="skip images with a constant semantic map (EoMT's official validation set)")
     parser.add_argument("--reindex", action="store_true", help="rebuild the aggregate files from panoptic/ and stop")
+    parser.add_argument("--demo", action="store_true",
+                        help="write the embedded demo folder (the shipped toy models over the toy validation split)")
     args = parser.parse_args(argv)
-    if not args.reindex and not args.data:
-        parser.error("--data is required (unless --reindex)")
+    if args.demo and (args.data or args.model or args.models_file):
+        parser.error("--demo brings its own data and models: leave out --data, --model and --models-file")
+    if not (args.reindex or args.demo) and not args.data:
+        parser.error("--data is required (unless --reindex or --demo)")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     if args.batch_size < 1 or args.workers < 0:
@@ -80,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.reindex:
             return reindex(Path(args.out))
+        if args.demo:
+            from eomt.demo import build_demo_folder
+
+            try:
+                build_demo_folder(args.out, overwrite=args.overwrite, device=args.device)
+            except RuntimeError as e:  # the dump inside has already named what failed
+                print(f"predict_dump: {e}", file=sys.stderr)
+                return EXIT_SOME_FAILED
+            return 0
         return run(args)
     except (FolderError, ValueError, FileNotFoundError) as e:
         print(f"predict_dump: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -143,13 +144,28 @@ def test_a_broken_folder_still_serves_and_lists_its_problems(tmp_path):
         assert f"model {model}: no prediction" in shown[1]  # said under the image too
 
 
-def test_command_line_without_a_folder_says_how_to_make_one():
-    result = subprocess.run([sys.executable, str(ROOT / "gradio_app.py")], capture_output=True, text=True,
-                            timeout=120)
+def test_without_a_folder_it_opens_the_demo(tmp_path, monkeypatch):
+    from eomt import demo
+
+    monkeypatch.setenv(demo.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(demo, "DEMO_IMAGES", 2)
+    folder = gradio_app.default_folder()
+    assert folder.parent == tmp_path / "cache"
+    index = load_folder(folder)
+    assert index.n_images == 2 and index.models == list(demo.DEMO_MODELS)
+
+
+def test_without_a_folder_or_demo_checkpoints_it_says_how_to_make_a_folder(tmp_path):
+    # A copy of the app whose demo checkpoints are missing: the command line explains instead of failing.
+    env = {**os.environ, "EOMT_COMPARE_CACHE": str(tmp_path / "cache")}
+    script = ("import sys; from eomt import demo; from pathlib import Path; "
+              "demo.DEMO_MODELS = {k: Path('/nonexistent') / v.name for k, v in demo.DEMO_MODELS.items()}; "
+              "import gradio_app; sys.exit(gradio_app.main([]))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env=env)
     assert result.returncode == 2
+    assert "/nonexistent/demo_" in result.stderr  # names the checkpoint it lacks
     assert "python predict_dump.py --data DIR --model NAME=SOURCE --out DIR" in result.stderr
-    with pytest.raises(gradio_app.NoFolderError):
-        gradio_app.default_folder()
 
 
 def test_command_line_defaults_to_loopback(tmp_path):

@@ -1,0 +1,114 @@
+"""The embedded demo: two small EoMT models trained on toy ADE20K-format scenes (eomt.scenes) and shipped in
+assets/, and the comparison folder they make on the toy validation split, built on first use, offline.
+
+    from eomt.demo import default_demo_folder
+    folder = default_demo_folder()   # ~/.cache/eomt-compare/demo-<hash>, built by the dump on first use
+
+`python predict_dump.py --demo --out DIR` builds the same folder in DIR (build_demo_folder). The commands that
+trained the two models are in the README ("The demo models").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# name in the comparison -> checkpoint; the first is the stronger model.
+DEMO_MODELS = {
+    "toy-base": ASSETS / "demo_base.safetensors",
+    "toy-small": ASSETS / "demo_small.safetensors",
+}
+DEMO_IMAGES = 60  # the toy validation split; the dump of both models takes well under a minute on 2 CPU cores
+DEMO_SEED = 0
+DATA_FOLDER = "demo_data"  # inside the output folder: the validation zips the dump reads
+# Panoptic quality (panopticapi's definition) of each model on the first STATED_PQ_IMAGES validation images, as
+# measured when the checkpoints were shipped (CPU, fp32); tests/test_demo.py checks the shipped files against it.
+STATED_PQ_IMAGES = 12
+STATED_PQ = {"toy-base": 0.6168, "toy-small": 0.5636}
+CACHE_ENV = "EOMT_COMPARE_CACHE"
+
+
+def build_demo_data(folder: str | os.PathLike, num_images: int = DEMO_IMAGES) -> Path:
+    """Writes the toy validation split (ADEChallengeData2016.zip + annotations_instance.zip) into `folder`."""
+    from eomt.scenes import write_scenes
+
+    return write_scenes(folder, num_train=0, num_val=num_images, seed=DEMO_SEED)
+
+
+def build_demo_folder(out: str | os.PathLike, num_images: int = DEMO_IMAGES, overwrite: bool = False,
+                      device: str = "cpu") -> Path:
+    """Runs the dump (predict_dump.py) with both demo models over the toy validation split into `out`.
+
+    The split is written to out/demo_data/ first (the manifest names it as the dataset). Like any dump, an
+    interrupted build resumes. Raises RuntimeError when the dump does not finish every image.
+    """
+    import predict_dump
+
+    out = Path(out)
+    missing = [str(path) for path in DEMO_MODELS.values() if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"demo checkpoints missing: {', '.join(missing)}")
+    data = out / DATA_FOLDER
+    if overwrite or not _data_complete(data, num_images):
+        build_demo_data(data, num_images)
+    argv = ["--data", str(data), "--out", str(out), "--device", device, "--workers", "0"]
+    for name, path in DEMO_MODELS.items():
+        argv += ["--model", f"{name}={path}"]
+    if overwrite:
+        argv.append("--overwrite")
+    code = predict_dump.main(argv)
+    if code != 0:
+        raise RuntimeError(f"building the demo folder {out} failed (predict_dump exit status {code})")
+    return out
+
+
+def _data_complete(data: Path, num_images: int) -> bool:
+    from eomt.datasets.ade20k import ADE20K, DatasetError
+
+    try:
+        return len(ADE20K(data, "validation")) == num_images
+    except (DatasetError, OSError):
+        return False
+
+
+def cache_root() -> Path:
+    """$EOMT_COMPARE_CACHE, else $XDG_CACHE_HOME/eomt-compare, else ~/.cache/eomt-compare."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "eomt-compare"
+
+
+def demo_key() -> str:
+    """A hash of what the demo folder is made of: both checkpoints, the scene generator and the split size."""
+    digest = hashlib.sha256()
+    for name, path in DEMO_MODELS.items():
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    digest.update(Path(__file__).with_name("scenes.py").read_bytes())
+    digest.update(f"{DEMO_IMAGES} {DEMO_SEED}".encode())
+    return digest.hexdigest()[:16]
+
+
+def demo_complete(folder: Path) -> bool:
+    """Whether `folder` holds a finished dump of every demo model over every image."""
+    from metrics.output_folder import INSTANCE_COUNTS, MANIFEST
+
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    done = {m["name"]: m.get("images_done") for m in manifest.get("models", [])}
+    n_images = len(manifest.get("images", []))
+    return (n_images == DEMO_IMAGES and (folder / INSTANCE_COUNTS).exists()
+            and all(done.get(name) == n_images for name in DEMO_MODELS))
+
+
+def default_demo_folder() -> Path:
+    """The demo comparison folder in the cache (cache_root()/demo-<hash>), built on first use."""
+    folder = cache_root() / f"demo-{demo_key()}"
+    if not demo_complete(folder):
+        print(f"building the demo folder {folder} (once; about a minute on a laptop CPU)")
+        build_demo_folder(folder, DEMO_IMAGES)
+    return folder

@@ -1,0 +1,403 @@
+"""One EoMT training run: model (from scratch or from a checkpoint), data, the optimisation loop with its
+schedules, atomic checkpoints and resuming, and the validation PQ at the end.
+
+    from eomt.train.loop import TrainOptions, train
+    summary = train(TrainOptions(data="DIR", out="runs/x", steps=2000))
+
+Run files in `out`: `checkpoint.pt` (everything needed to resume), `model.safetensors` (the network with its
+config, what eomt.load_model reads), `log.jsonl` (losses and learning rate every `log_every` steps) and
+`val_pq.json` (the final validation PQ).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import eomt
+from eomt.classes import ade20k_classes
+from eomt.config import EoMTConfig
+from eomt.modeling import EoMT
+from eomt.presets import class_metadata
+from eomt.train.data import PanopticSamples, collate, epoch_batches
+from eomt.train.losses import LossWeights, Targets, eomt_loss
+from eomt.train.schedule import lr_factor, mask_probabilities, parameter_groups, set_lr
+from metrics import pq
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.safetensors"
+LOG = "log.jsonl"
+VAL_PQ = "val_pq.json"
+# Options that may change when a run is resumed; every other option must match the interrupted run.
+RUNTIME_OPTIONS = {"device", "workers", "threads", "checkpoint_every", "log_every", "resume", "val_limit",
+                   "progress"}
+
+
+@dataclass
+class TrainOptions:
+    data: str  # ADE20K-format folder (the two zips, or extracted)
+    out: str  # run folder
+    # The network: a checkpoint / preset to start from, or a new one of this shape.
+    init: str | None = None
+    preset: str | None = None
+    backbone: str = "vit_small_patch14_reg4_dinov2"
+    depth: int = 6
+    dim: int = 128
+    heads: int = 4
+    img_size: int = 128
+    patch_size: int = 16
+    num_queries: int = 30
+    num_blocks: int = 3
+    layer_scale_init: float | None = None  # None: the backbone's default (1e-5 for DINOv2)
+    # The recipe.
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    layer_decay: float = 0.8
+    warmup_steps: int = 100
+    poly_power: float = 0.9
+    grad_clip: float = 1.0
+    anneal_start: float = 0.1
+    anneal_end: float = 0.7
+    mask_size: int | None = None  # None: the resolution of the mask logits (4x the patch grid)
+    scale_min: float = 1.0
+    scale_max: float = 1.0
+    flip: bool = True
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    seed: int = 0
+    split: str = "training"
+    val_split: str = "validation"
+    # Runtime.
+    device: str = "auto"
+    dtype: str = "fp32"
+    workers: int = 1
+    threads: int | None = None
+    checkpoint_every: int = 250
+    log_every: int = 25
+    val_limit: int | None = None  # 0: no validation
+    resume: bool = False
+    progress: bool = True
+
+    def recipe(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_OPTIONS}
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+@dataclass
+class Processes:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_processes(device_type: str) -> Processes:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: then one process group over all of them (NCCL on GPUs)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Processes()
+    torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return Processes(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(requested: str, local_rank: int) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        requested = f"cuda:{local_rank}"
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested}: CUDA is not available on this machine")
+    return device
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    if dtype == "fp16" and device.type != "cuda":
+        raise ValueError("--dtype fp16 needs a CUDA device; on CPU use fp32 or bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+
+
+# --------------------------------------------------------------------------------------------------- model
+
+def dataset_metadata() -> dict:
+    """The class metadata of the training data (ADE20K format: its 150 classes)."""
+    return class_metadata(ade20k_classes())
+
+
+def build_model(options: TrainOptions, metadata: dict) -> EoMT:
+    """A new EoMT of the options' shape, or a checkpoint's network with a fresh class head when its classes
+    are not the data's (fine-tuning a published model on another label set)."""
+    if options.init is None:
+        kwargs = {"depth": options.depth, "embed_dim": options.dim, "num_heads": options.heads}
+        if options.layer_scale_init is not None:
+            kwargs["init_values"] = options.layer_scale_init
+        config = EoMTConfig(backbone=options.backbone, img_size=options.img_size, num_queries=options.num_queries,
+                            num_blocks=options.num_blocks, patch_size=options.patch_size, backbone_kwargs=kwargs,
+                            task="panoptic", **metadata)
+        return EoMT(config)
+    loaded = eomt.load_model(options.init, preset=options.preset, load_class_head=False)
+    same_classes = (loaded.config.num_classes == metadata["num_classes"]
+                    and loaded.config.class_names == tuple(metadata["class_names"]))
+    if same_classes:  # the class head is meaningful for this data: keep it
+        loaded = eomt.load_model(options.init, preset=options.preset)
+    config = dataclasses.replace(loaded.config, task="panoptic", **metadata)
+    model = EoMT(config)
+    state = {k: v for k, v in loaded.state_dict().items() if same_classes or not k.startswith("class_head.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("class_head.") for k in missing):
+        raise ValueError(f"{options.init}: weights do not fit (missing {missing}, unexpected {unexpected})")
+    with torch.no_grad():
+        model.attn_mask_probs.fill_(1.0)  # training starts with masked attention again
+    return model
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+def _atomic_save(write, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_run(out: Path, model: EoMT, optimizer, scaler, step: int, options: TrainOptions) -> None:
+    """Writes checkpoint.pt (resumable state) and model.safetensors, each atomically."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None, "step": step,
+             "options": options.recipe(), "config": model.config.to_dict(),
+             "rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    _atomic_save(lambda p: torch.save(state, p), out / CHECKPOINT)
+    _atomic_save(lambda p: eomt.save_model(model, p), out / MODEL)
+
+
+def load_run(out: Path, options: TrainOptions) -> dict:
+    state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+    saved, current = state["options"], options.recipe()
+    changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if changed:
+        raise ValueError(f"{out}: --resume with other options than the interrupted run: " + ", ".join(
+            f"{k} was {old!r}, now {new!r}" for k, (old, new) in changed.items()))
+    return state
+
+
+# -------------------------------------------------------------------------------------------------- validation
+
+def evaluate(model: EoMT, dataset, limit: int | None = None, dtype: str = "fp32", progress: bool = False) -> dict:
+    """Panoptic quality (panopticapi's definition, metrics.pq) of `model` on the first `limit` images of an
+    ADE20K-format split: {"All", "Things", "Stuff", "per_class"} with per_class keyed by class name."""
+    was_training = model.training
+    predictor = eomt.Predictor(model.eval(), dtype=None if dtype == "fp32" else dtype)
+    counts = []
+    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    for index in tqdm(indices, desc="validation", unit="img", disable=not progress, dynamic_ncols=True):
+        sample = dataset[index]
+        result = predictor.panoptic(sample.image)
+        pred_segments = [{"id": s["id"] + 1, "category_id": s["category_id"]} for s in result.segments]
+        counts.append(pq.image_counts(sample.segment_map, sample.segments, result.segment_map + 1, pred_segments))
+    model.train(was_training)
+    config = model.config
+    categories = {i: i not in set(config.stuff_classes) for i in range(config.num_classes)}
+    summary = pq.pq_summary(pq.sum_counts(counts), categories)
+    summary["per_class"] = {config.class_name(k): v for k, v in summary["per_class"].items()}
+    summary["images"] = len(indices)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    return "  ".join(f"{group} PQ {pct(summary[group]['pq'])} SQ {pct(summary[group]['sq'])} "
+                     f"RQ {pct(summary[group]['rq'])} (n={summary[group]['n']})"
+                     for group in ("All", "Things", "Stuff"))
+
+
+# ------------------------------------------------------------------------------------------------------ train
+
+def train(options: TrainOptions) -> dict:
+    """Runs (or resumes) training. Returns {"model": path of model.safetensors, "network": the trained EoMT
+    (eval mode), "steps": steps run now, "seconds": their time, "val": validation PQ summary or None}."""
+    from eomt.datasets.ade20k import ADE20K
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device_type = "cuda" if options.device.startswith("cuda") or (
+        options.device == "auto" and torch.cuda.is_available()) else "cpu"
+    procs = init_processes(device_type)
+    try:
+        device = resolve_device(options.device, procs.local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        return _train(options, procs, device, ADE20K)
+    finally:
+        if procs.world_size > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _check(options: TrainOptions, procs: Processes) -> None:
+    if options.batch_size % procs.world_size:
+        raise ValueError(f"--batch-size {options.batch_size} must be a multiple of the {procs.world_size} processes")
+    if options.steps < 1 or options.warmup_steps < 0 or not 0 <= options.anneal_start <= options.anneal_end <= 1:
+        raise ValueError("need steps >= 1, warmup_steps >= 0 and 0 <= anneal_start <= anneal_end <= 1")
+    if options.dtype not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {options.dtype!r}")
+
+
+def _train(options: TrainOptions, procs: Processes, device: torch.device, reader) -> dict:
+    _check(options, procs)
+    out = Path(options.out)
+    if (out / CHECKPOINT).exists() and not options.resume:
+        raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    resumed = load_run(out, options) if options.resume and (out / CHECKPOINT).exists() else None
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(options.seed)
+    np.random.seed(options.seed)
+    dataset = reader(options.data, options.split)
+    model = build_model(options, dataset_metadata()) if resumed is None else EoMT(
+        EoMTConfig.from_dict(resumed["config"]))
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+    model.to(device).train()
+    config = model.config
+
+    optimizer = torch.optim.AdamW(parameter_groups(model, options.lr, options.weight_decay, options.layer_decay),
+                                  lr=options.lr, weight_decay=options.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if options.dtype == "fp16" else None
+    start_step = 0
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        if scaler is not None and resumed["scaler"] is not None:
+            scaler.load_state_dict(resumed["scaler"])
+        torch.set_rng_state(resumed["rng"])
+        if resumed.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        start_step = resumed["step"]
+        del resumed
+    network = model
+    if procs.world_size > 1:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    samples = PanopticSamples(dataset, config.img_size, (options.scale_min, options.scale_max), options.flip)
+    weights = LossWeights(options.class_weight, options.mask_weight, options.dice_weight, options.no_object_weight)
+    mask_size = (options.mask_size, options.mask_size) if options.mask_size else None
+    steps_per_epoch = len(dataset) // options.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"{options.data}: {len(dataset)} {options.split} images, fewer than one batch of "
+                         f"{options.batch_size}")
+
+    def batches_from(step: int):
+        """The batches from `step` on, epoch after epoch; a resumed run continues mid-epoch."""
+        epoch, skip = divmod(step, steps_per_epoch)
+        while True:
+            batches = epoch_batches(len(dataset), options.batch_size, options.seed, epoch, procs.rank,
+                                    procs.world_size)[skip:]
+            # Its own generator: creating a loader draws a seed, which must not shift the global RNG stream
+            # (masked attention draws from it) between a whole run and a resumed one.
+            loader = DataLoader(samples, batch_sampler=batches, num_workers=options.workers, collate_fn=collate,
+                                pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    log_file = open(out / LOG, "a") if procs.is_main else None  # noqa: SIM115 - closed in finally
+    bar = tqdm(total=options.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not (options.progress and procs.is_main))
+    smoothed, window_start, window_images = None, time.perf_counter(), 0
+    started = time.perf_counter()
+    step = start_step
+    try:
+        for step, (images, targets) in zip(range(start_step, options.steps), batches_from(start_step), strict=False):
+            factor = lr_factor(step, options.steps, options.warmup_steps, options.poly_power)
+            set_lr(optimizer, factor)
+            probabilities = mask_probabilities(step, options.steps, config.num_blocks, options.anneal_start,
+                                               options.anneal_end, options.poly_power)
+            with torch.no_grad():
+                model.attn_mask_probs.copy_(torch.tensor(probabilities))
+            images = images.to(device, non_blocking=True).float().div_(255)
+            targets = [Targets(t.masks.to(device, non_blocking=True), t.labels.to(device, non_blocking=True))
+                       for t in targets]
+            num_masks = torch.tensor(float(sum(len(t.labels) for t in targets)), device=device)
+            if procs.world_size > 1:
+                torch.distributed.all_reduce(num_masks)
+            num_masks = max(1.0, float(num_masks) / procs.world_size)
+
+            with autocast(device, options.dtype):
+                mask_logits, class_logits = network(images, return_intermediate=True)
+            loss, parts = eomt_loss(mask_logits, class_logits, targets, num_masks, weights, mask_size)
+            if not math.isfinite(parts["total"]):
+                raise FloatingPointError(f"step {step}: the loss is {parts['total']}; lower --lr or use fp32")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if options.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+
+            smoothed = parts["total"] if smoothed is None else 0.95 * smoothed + 0.05 * parts["total"]
+            window_images += len(images) * procs.world_size
+            now = time.perf_counter()
+            if now - window_start > 2.0 or step + 1 == options.steps:
+                bar.set_postfix(loss=f"{smoothed:.3f}", img_s=f"{window_images / (now - window_start):.1f}",
+                                lr=f"{options.lr * factor:.2e}", pmask=f"{np.mean(probabilities):.2f}",
+                                refresh=False)
+                window_start, window_images = now, 0
+            bar.update(1)
+            done = step + 1
+            if log_file is not None and (done % options.log_every == 0 or done == options.steps):
+                log_file.write(json.dumps({"step": done, "lr": options.lr * factor, "mask_probs": probabilities,
+                                           "loss": smoothed, **parts,
+                                           "seconds": round(time.perf_counter() - started, 1)}) + "\n")
+                log_file.flush()
+            if procs.is_main and done % options.checkpoint_every == 0 and done < options.steps:
+                save_run(out, model, optimizer, scaler, done, options)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        model.attn_mask_probs.zero_()  # annealed: the saved network runs as inference does
+    if procs.is_main:
+        save_run(out, model, optimizer, scaler, options.steps, options)
+    summary = None
+    if procs.is_main and options.val_limit != 0:
+        try:
+            val_set = reader(options.data, options.val_split)
+        except (ValueError, OSError) as err:
+            print(f"no validation ({err})")
+        else:
+            summary = evaluate(model, val_set, options.val_limit, options.dtype, options.progress)
+            (out / VAL_PQ).write_text(json.dumps(summary, indent=1) + "\n")
+            print(f"validation ({summary['images']} images): {format_summary(summary)}")
+    return {"model": str(out / MODEL), "network": model.eval(), "steps": options.steps - start_step,
+            "seconds": seconds, "val": summary}

@@ -1,0 +1,53 @@
+"""The embedded demo: the shipped checkpoints load and reach their stated PQ, and the demo folder builds end to end
+(on a reduced split) into the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import eomt
+from eomt import demo
+from eomt.datasets.ade20k import ADE20K
+from eomt.train.loop import evaluate
+from metrics.output_folder import INSTANCE_COUNTS, MANIFEST
+
+
+@pytest.fixture(scope="module")
+def val_data(tmp_path_factory):
+    return demo.build_demo_data(tmp_path_factory.mktemp("demo_val"), demo.STATED_PQ_IMAGES)
+
+
+@pytest.mark.parametrize("name", list(demo.DEMO_MODELS))
+def test_shipped_checkpoints_reach_their_stated_pq(name, val_data):
+    path = demo.DEMO_MODELS[name]
+    assert path.stat().st_size <= 10 * 2**20
+    model = eomt.load_model(path)
+    assert model.config.num_classes == 150 and model.config.class_names[12] == "person"
+    summary = evaluate(model, ADE20K(val_data, "validation"))
+    assert summary["images"] == demo.STATED_PQ_IMAGES
+    assert summary["All"]["pq"] == pytest.approx(demo.STATED_PQ[name], abs=0.01)
+
+
+def test_the_models_differ():
+    base, small = (demo.STATED_PQ[name] for name in demo.DEMO_MODELS)
+    assert base >= small + 0.05
+
+
+def test_demo_folder_builds_end_to_end_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv(demo.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(demo, "DEMO_IMAGES", 3)
+    folder = demo.default_demo_folder()
+    assert folder.parent == tmp_path / "cache" and folder.name == f"demo-{demo.demo_key()}"
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert [m["name"] for m in manifest["models"]] == list(demo.DEMO_MODELS)
+    assert all(m["images_done"] == 3 for m in manifest["models"])
+    assert len(manifest["images"]) == 3 and len(manifest["classes"]) == 150
+    levels = json.loads((folder / INSTANCE_COUNTS).read_text())["dataset_level_metrics"]
+    assert set(levels) == set(demo.DEMO_MODELS) and all(levels[m]["pq"] is not None for m in levels)
+    assert (folder / "val_0002_pred_toy-small.png").exists()
+
+    stamp = (folder / MANIFEST).stat().st_mtime_ns
+    assert demo.default_demo_folder() == folder  # built once: the second call only finds it
+    assert (folder / MANIFEST).stat().st_mtime_ns == stamp
