@@ -108,27 +108,12 @@ def reindex(out: Path) -> int:
     return 0
 
 
-def resolve_device(requested: str, local_rank: int) -> str:
-    import torch
-
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
-        if requested == "cuda":
-            requested = f"cuda:{local_rank}"
-    elif requested != "cpu":
-        raise ValueError(f"--device {requested}: expected auto, cpu, cuda or cuda:N")
-    return requested
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     import eomt
-    from dump.distributed import init_ranks
     from dump.sources import dataset_classes, dataset_identity, has_ground_truth, model_classes, open_dataset
+    from eomt.distributed import init_ranks, resolve_device
 
     specs = [parse_model_arg(text) for text in args.model]
     if args.models_file:

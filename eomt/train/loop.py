@@ -28,6 +28,7 @@ from tqdm import tqdm
 import eomt
 from eomt.classes import ade20k_classes
 from eomt.config import EoMTConfig
+from eomt.distributed import Ranks, init_ranks, resolve_device
 from eomt.modeling import EoMT
 from eomt.presets import class_metadata
 from eomt.train.data import PanopticSamples, collate, epoch_batches
@@ -98,37 +99,6 @@ class TrainOptions:
 
 
 # ---------------------------------------------------------------------------------------------- processes
-
-@dataclass
-class Processes:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_processes(device_type: str) -> Processes:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: then one process group over all of them (NCCL on GPUs)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Processes()
-    torch.distributed.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return Processes(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def resolve_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        requested = f"cuda:{local_rank}"
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {requested}: CUDA is not available on this machine")
-    return device
-
 
 def autocast(device: torch.device, dtype: str):
     if dtype == "fp32":
@@ -242,29 +212,26 @@ def train(options: TrainOptions) -> dict:
 
     if options.threads:
         torch.set_num_threads(options.threads)
-    device_type = "cuda" if options.device.startswith("cuda") or (
-        options.device == "auto" and torch.cuda.is_available()) else "cpu"
-    procs = init_processes(device_type)
+    procs = init_ranks(options.device)
     try:
-        device = resolve_device(options.device, procs.local_rank)
+        device = torch.device(resolve_device(options.device, procs.local_rank))
         if device.type == "cuda":
             torch.cuda.set_device(device)
         return _train(options, procs, device, ADE20K)
     finally:
-        if procs.world_size > 1:
-            torch.distributed.destroy_process_group()
+        procs.close()
 
 
-def _check(options: TrainOptions, procs: Processes) -> None:
-    if options.batch_size % procs.world_size:
-        raise ValueError(f"--batch-size {options.batch_size} must be a multiple of the {procs.world_size} processes")
+def _check(options: TrainOptions, procs: Ranks) -> None:
+    if options.batch_size % procs.world:
+        raise ValueError(f"--batch-size {options.batch_size} must be a multiple of the {procs.world} processes")
     if options.steps < 1 or options.warmup_steps < 0 or not 0 <= options.anneal_start <= options.anneal_end <= 1:
         raise ValueError("need steps >= 1, warmup_steps >= 0 and 0 <= anneal_start <= anneal_end <= 1")
     if options.dtype not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {options.dtype!r}")
 
 
-def _train(options: TrainOptions, procs: Processes, device: torch.device, reader) -> dict:
+def _train(options: TrainOptions, procs: Ranks, device: torch.device, reader) -> dict:
     _check(options, procs)
     out = Path(options.out)
     if (out / CHECKPOINT).exists() and not options.resume:
@@ -296,7 +263,7 @@ def _train(options: TrainOptions, procs: Processes, device: torch.device, reader
         start_step = resumed["step"]
         del resumed
     network = model
-    if procs.world_size > 1:
+    if procs.world > 1:
         network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -313,7 +280,7 @@ def _train(options: TrainOptions, procs: Processes, device: torch.device, reader
         epoch, skip = divmod(step, steps_per_epoch)
         while True:
             batches = epoch_batches(len(dataset), options.batch_size, options.seed, epoch, procs.rank,
-                                    procs.world_size)[skip:]
+                                    procs.world)[skip:]
             # Its own generator: creating a loader draws a seed, which must not shift the global RNG stream
             # (masked attention draws from it) between a whole run and a resumed one.
             loader = DataLoader(samples, batch_sampler=batches, num_workers=options.workers, collate_fn=collate,
@@ -339,9 +306,8 @@ def _train(options: TrainOptions, procs: Processes, device: torch.device, reader
             targets = [Targets(t.masks.to(device, non_blocking=True), t.labels.to(device, non_blocking=True))
                        for t in targets]
             num_masks = torch.tensor(float(sum(len(t.labels) for t in targets)), device=device)
-            if procs.world_size > 1:
-                torch.distributed.all_reduce(num_masks)
-            num_masks = max(1.0, float(num_masks) / procs.world_size)
+            procs.all_reduce(num_masks)
+            num_masks = max(1.0, float(num_masks) / procs.world)
 
             with autocast(device, options.dtype):
                 mask_logits, class_logits = network(images, return_intermediate=True)
@@ -363,7 +329,7 @@ def _train(options: TrainOptions, procs: Processes, device: torch.device, reader
                 optimizer.step()
 
             smoothed = parts["total"] if smoothed is None else 0.95 * smoothed + 0.05 * parts["total"]
-            window_images += len(images) * procs.world_size
+            window_images += len(images) * procs.world
             now = time.perf_counter()
             if now - window_start > 2.0 or step + 1 == options.steps:
                 bar.set_postfix(loss=f"{smoothed:.3f}", img_s=f"{window_images / (now - window_start):.1f}",

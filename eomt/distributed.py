@@ -1,4 +1,4 @@
-"""torch.distributed for `torchrun --nproc_per_node N predict_dump.py ...`: ranks shard the images."""
+"""torch.distributed under torchrun, for the dump (ranks shard the images) and training (ranks shard batches)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum of `tensor` over the ranks, in place."""
+        if self.world > 1:
+            dist.all_reduce(tensor)
+        return tensor
+
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -58,3 +64,17 @@ def init_ranks(device: str) -> Ranks:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_nccl else "gloo")
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> str:
+    """auto -> cuda when available, else cpu; cuda -> this rank's GPU. A clear error when CUDA is missing."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {requested}: CUDA is not available on this machine (use --device cpu)")
+        if requested == "cuda":
+            requested = f"cuda:{local_rank}"
+    elif requested != "cpu":
+        raise ValueError(f"--device {requested}: expected auto, cpu, cuda or cuda:N")
+    return requested
