@@ -20,26 +20,34 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, H, W) feature map."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
-
-
 class ScaleBlock(nn.Module):
-    """Doubles the resolution of a feature map: transposed conv, GELU, depthwise 3x3 conv, LayerNorm."""
+    """Doubles the resolution of a feature map: transposed conv, GELU, depthwise 3x3 conv, LayerNorm over the
+    channels (the official modules and parameter names).
+
+    It works on channels-last maps (B, H, W, C), the layout the ViT's tokens already have: the 2x2 stride-2
+    transposed conv is then one matrix product per pixel, and the LayerNorm needs no permutes. On CPU this runs
+    the upscaler (most of the arithmetic of a small EoMT) about twice as fast as the NCHW modules (bench/train.py).
+    """
 
     def __init__(self, dim: int):
         super().__init__()
         self.conv1 = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
-        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv2(self.act(self.conv1(x))))
+        batch, height, width, dim = x.shape
+        # Transposed conv: weight (in, out, 2, 2); pixel (y, x) writes the 2x2 block at (2y + i, 2x + j). As a
+        # linear layer to (i, j, out), with the bias added inside the matrix product, interleaving the blocks
+        # moves whole channel vectors.
+        weight = self.conv1.weight.permute(2, 3, 1, 0).reshape(4 * dim, dim)
+        x = F.linear(x, weight, self.conv1.bias.repeat(4))  # (B, H, W, 2 * 2 * out)
+        x = x.view(batch, height, width, 2, 2, dim).permute(0, 1, 3, 2, 4, 5)
+        x = self.act(x.reshape(batch, 2 * height, 2 * width, dim))
+        # An NCHW view of channels-last memory: the depthwise conv takes its channels-last kernel.
+        x = self.conv2(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.norm(x)
 
 
 class Encoder(nn.Module):
@@ -131,8 +139,8 @@ class EoMT(nn.Module):
         num_queries = self.config.num_queries
         queries = tokens[:, :num_queries]
         patches = tokens[:, num_queries + self.encoder.backbone.num_prefix_tokens:]
-        features = patches.transpose(1, 2).reshape(patches.shape[0], -1, *self.grid_size)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", self.mask_head(queries), self.upscale(features))
+        features = self.upscale(patches.unflatten(1, self.grid_size))  # (B, H, W, C)
+        mask_logits = torch.einsum("bqc,bhwc->bqhw", self.mask_head(queries), features)
         return mask_logits, self.class_head(queries)
 
     def _attention_mask(self, mask_logits: torch.Tensor, num_tokens: int, mask_prob: float) -> torch.Tensor:

@@ -3,9 +3,10 @@
 Each scene is an outdoor landscape or an indoor room, drawn from 12 ADE20K stuff classes in plausible places (sky
 above mountains, buildings or trees, grass or sand below, a road or a lake on the ground; a ceiling above a wall
 above a floor with a rug) and 10 thing classes drawn as textured shapes (people, cars, boats; windows, paintings,
-doors, chairs, tables, lamps, cabinets). Several instances per class, varied sizes, painter's-order occlusion,
-and some void: unlabeled clutter, and instances so occluded that they were left unlabeled. Every image is a pure
-function of (seed, split, index), so a split is the same whatever its length and wherever it is generated.
+doors, chairs, tables, lamps, cabinets). Several instances per class, varied sizes, painter's-order occlusion
+kept partial (boxes overlap by at most MAX_OVERLAP), and some void: unlabeled clutter, and instances so occluded
+that they were left unlabeled. Every image is a pure function of (seed, split, index), so a split is the same
+whatever its length and wherever it is generated.
 
     python -m eomt.scenes --out DIR [--train 4000] [--val 60] [--seed 0]
 
@@ -33,7 +34,7 @@ CLASS_IDS = {name: _BY_NAME[name].id for name in STUFF_CLASSES + THING_CLASSES}
 SPLIT_PREFIX = {"training": "ADE_train", "validation": "ADE_val"}
 SIZE_RANGE = (128, 176)  # image sides in pixels, both ends included
 MAX_ASPECT = 1.3  # long side / short side
-MIN_VISIBLE_AREA = 100  # an instance left with fewer visible pixels is unlabeled (void), as annotators would skip it
+MIN_VISIBLE_AREA = 150  # an instance left with fewer visible pixels is unlabeled (void), as annotators would skip it
 
 Rgb = tuple[float, float, float]
 
@@ -443,6 +444,25 @@ def _clutter(canvas: Canvas, count: int) -> None:
         canvas.paint(mask, pixels, None)
 
 
+# Width / height of each thing's bounding box (at most), to keep occlusion partial.
+_ASPECT = {_person: 0.55, _car: 2.6, _boat: 1.7, _chair: 0.65, _table: 2.5, _lamp: 0.45, _cabinet: 1.3}
+MAX_OVERLAP = 0.4  # a thing whose box overlaps an earlier thing's by more (of the smaller box) is left out
+
+
+def _limit_overlap(things: list[tuple[float, Callable, float, float]]) -> list[tuple[float, Callable, float, float]]:
+    """The things (feet y, draw, x, height) in order, without those that would hide or be hidden too much."""
+    kept, boxes = [], []
+    for y, draw, x, h in things:
+        half = h * _ASPECT[draw] / 2
+        box = (x - half, y - h, x + half, y)
+        area = (box[2] - box[0]) * (box[3] - box[1])
+        if all(max(0.0, min(box[2], b[2]) - max(box[0], b[0])) * max(0.0, min(box[3], b[3]) - max(box[1], b[1]))
+               <= MAX_OVERLAP * min(area, (b[2] - b[0]) * (b[3] - b[1])) for b in boxes):
+            kept.append((y, draw, x, h))
+            boxes.append(box)
+    return kept
+
+
 def _outdoor(canvas: Canvas) -> None:
     rng, height = canvas.rng, canvas.height
     horizon = rng.uniform(0.3, 0.55) * height
@@ -483,7 +503,7 @@ def _outdoor(canvas: Canvas) -> None:
             spot = stand_on(places["water"])
             if spot:
                 things.append((spot[1], _boat, spot[0], perspective(spot[1], rng.uniform(0.35, 0.55) * height)))
-    for y, draw, x, h in sorted(things, key=lambda t: t[0]):
+    for y, draw, x, h in sorted(_limit_overlap(things), key=lambda t: t[0]):
         draw(canvas, x, y, max(h, 0.12 * height))
     _clutter(canvas, int(rng.integers(0, 3)))
 
@@ -509,7 +529,7 @@ def _indoor(canvas: Canvas) -> None:
             w = rng.uniform(0.05, 0.2) * width
         x += w + rng.uniform(0.03, 0.1) * width
     # Furniture and people on the floor, far ones first.
-    furniture = [(_chair, (0.35, 0.5), 2), (_table, (0.25, 0.35), 1), (_lamp, (0.5, 0.7), 1),
+    furniture = [(_chair, (0.4, 0.55), 2), (_table, (0.25, 0.35), 1), (_lamp, (0.5, 0.7), 1),
                  (_cabinet, (0.35, 0.6), 1), (_person, (0.6, 0.85), 2)]
     things = []
     for draw, (low, high), most in furniture:
@@ -517,7 +537,7 @@ def _indoor(canvas: Canvas) -> None:
             y = rng.uniform(floor_y + 0.05 * (height - floor_y), height + 0.05 * height)
             scale = 0.75 + 0.25 * (y - floor_y) / max(1.0, height - floor_y)
             things.append((y, draw, rng.uniform(0.05, 0.95) * width, rng.uniform(low, high) * height * scale))
-    for y, draw, x, h in sorted(things, key=lambda t: t[0]):
+    for y, draw, x, h in sorted(_limit_overlap(things), key=lambda t: t[0]):
         draw(canvas, x, y, h)
     _clutter(canvas, int(rng.integers(0, 3)))
 

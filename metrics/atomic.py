@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> bool:
             return False
     except FileNotFoundError:
         pass
+    write_file(path, lambda tmp: tmp.write_bytes(data))
+    return True
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """Atomically makes `path` with a writer that wants a file name (torch.save, safetensors): write(tmp) on a
+    temporary name in the same folder, then a rename; on any error the temporary file is removed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        write(Path(tmp))
         os.replace(tmp, path)
-        return True
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

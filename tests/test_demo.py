@@ -16,7 +16,7 @@ from metrics.output_folder import INSTANCE_COUNTS, MANIFEST
 
 @pytest.fixture(scope="module")
 def val_data(tmp_path_factory):
-    return demo.build_demo_data(tmp_path_factory.mktemp("demo_val"), demo.STATED_PQ_IMAGES)
+    return demo.build_demo_data(tmp_path_factory.mktemp("demo_val"), demo.DEMO_IMAGES)
 
 
 @pytest.mark.parametrize("name", list(demo.DEMO_MODELS))
@@ -26,12 +26,15 @@ def test_shipped_checkpoints_reach_their_stated_pq(name, val_data):
     model = eomt.load_model(path)
     assert model.config.num_classes == 150 and model.config.class_names[12] == "person"
     summary = evaluate(model, ADE20K(val_data, "validation"))
-    assert summary["images"] == demo.STATED_PQ_IMAGES
-    assert summary["All"]["pq"] == pytest.approx(demo.STATED_PQ[name], abs=0.01)
+    assert summary["images"] == demo.DEMO_IMAGES
+    assert summary["All"]["pq"] == pytest.approx(demo.STATED_PQ[name], abs=2e-3)
 
 
-def test_the_models_differ():
+def test_the_better_model_reaches_0_7_and_the_models_differ():
+    """The demo's promise (issue 6): on the toy validation split the better model reaches PQ 0.7, and the two
+    differ by at least 0.05 PQ; the stated figures are checked against the files above."""
     base, small = (demo.STATED_PQ[name] for name in demo.DEMO_MODELS)
+    assert base >= 0.7
     assert base >= small + 0.05
 
 

@@ -80,7 +80,9 @@ def test_reduced_depth_giant_loads_from_both_formats(tmp_path):
         assert tuple(fc1.shape) == (8192, 1536)
         with torch.no_grad():
             masks, classes = model(images)
-        torch.testing.assert_close(masks, want_masks, atol=1e-4, rtol=0)
+        # Random giant-width weights give mask logits in the thousands, where one float32 step is 2.4e-4 and
+        # the upscaler's own summation order (a matrix product, not a transposed conv) moves them by a few.
+        torch.testing.assert_close(masks, want_masks, atol=1e-5 * float(want_masks.abs().max()), rtol=0)
         torch.testing.assert_close(classes, want_classes, atol=1e-4, rtol=0)
 
 

@@ -18,7 +18,7 @@ from eomt.train.__main__ import main as train_main
 from eomt.train.data import PanopticSamples, collate, epoch_batches
 from eomt.train.loop import TrainOptions, build_model, dataset_metadata, train
 from eomt.train.losses import LossWeights, Targets, dice_loss, eomt_loss, sigmoid_bce
-from eomt.train.matcher import hungarian_match, matching_cost, pairwise_mask_costs
+from eomt.train.matcher import hungarian_match, hungarian_match_many, matching_cost, pairwise_mask_costs
 from eomt.train.schedule import lr_factor, mask_probabilities, parameter_groups
 
 # ------------------------------------------------------------------------------------------------ matcher
@@ -48,6 +48,21 @@ def test_matcher_equals_brute_force(num_queries, num_targets):
 def test_matcher_without_targets():
     queries, targets = hungarian_match(*_random_case(0, 5, 0))
     assert len(queries) == len(targets) == 0
+
+
+def test_matching_several_predictions_at_once_equals_one_by_one():
+    cases = [_random_case(seed, 7, 4) for seed in range(3)]
+    mask_logits, class_logits = torch.stack([c[0] for c in cases]), torch.stack([c[1] for c in cases])
+    target_masks, target_labels = cases[0][2], cases[0][3]
+    costs = matching_cost(mask_logits, class_logits, target_masks, target_labels)
+    many = hungarian_match_many(mask_logits, class_logits, target_masks, target_labels)
+    for i, (queries, targets) in enumerate(many):
+        torch.testing.assert_close(costs[i], matching_cost(mask_logits[i], class_logits[i], target_masks,
+                                                           target_labels))
+        one_queries, one_targets = hungarian_match(mask_logits[i], class_logits[i], target_masks, target_labels)
+        assert queries.tolist() == one_queries.tolist() and targets.tolist() == one_targets.tolist()
+    empty = hungarian_match_many(mask_logits, class_logits, target_masks[:0], target_labels[:0])
+    assert [len(queries) for queries, _ in empty] == [0, 0, 0]
 
 
 def test_pairwise_costs_equal_the_losses():

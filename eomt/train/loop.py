@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from eomt.presets import class_metadata
 from eomt.train.data import PanopticSamples, collate, epoch_batches
 from eomt.train.losses import LossWeights, Targets, eomt_loss
 from eomt.train.schedule import lr_factor, mask_probabilities, parameter_groups, set_lr
-from metrics import pq
+from metrics import atomic, pq
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
@@ -144,12 +143,6 @@ def build_model(options: TrainOptions, metadata: dict) -> EoMT:
 
 # --------------------------------------------------------------------------------------------- checkpoints
 
-def _atomic_save(write, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_run(out: Path, model: EoMT, optimizer, scaler, step: int, options: TrainOptions) -> None:
     """Writes checkpoint.pt (resumable state) and model.safetensors, each atomically."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -157,8 +150,8 @@ def save_run(out: Path, model: EoMT, optimizer, scaler, step: int, options: Trai
              "options": options.recipe(), "config": model.config.to_dict(),
              "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-    _atomic_save(lambda p: torch.save(state, p), out / CHECKPOINT)
-    _atomic_save(lambda p: eomt.save_model(model, p), out / MODEL)
+    atomic.write_file(out / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+    atomic.write_file(out / MODEL, lambda tmp: eomt.save_model(model, tmp))
 
 
 def load_run(out: Path, options: TrainOptions) -> dict:
@@ -249,8 +242,9 @@ def _train(options: TrainOptions, procs: Ranks, device: torch.device, reader) ->
     model.to(device).train()
     config = model.config
 
+    # fused: one kernel for all parameters; the per-tensor loop costs a tenth of a small model's step on CPU.
     optimizer = torch.optim.AdamW(parameter_groups(model, options.lr, options.weight_decay, options.layer_decay),
-                                  lr=options.lr, weight_decay=options.weight_decay)
+                                  lr=options.lr, weight_decay=options.weight_decay, fused=True)
     scaler = torch.amp.GradScaler("cuda") if options.dtype == "fp16" else None
     start_step = 0
     if resumed is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eomt.train.matcher import hungarian_match
+from eomt.train.matcher import hungarian_match_many
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,17 @@ def eomt_loss(mask_logits_per_block: list[torch.Tensor], class_logits_per_block:
     no_object = num_outputs - 1
     target_masks = [m.flatten(1) for m in resize_targets(targets, size)]
 
-    # Matching, prediction by prediction; everything after it is batched over all predictions at once.
+    # Matching, image by image (all its predictions at once); everything after it is batched: one gather of the
+    # matched masks, whose backward is one scatter instead of one per prediction and image.
     class_targets = torch.full((layers, batch, num_queries), no_object, dtype=torch.long, device=class_logits.device)
-    matched_logits, matched_targets, matched_layer = [], [], []
+    matched_rows, matched_targets, matched_layer = [], [], []
     for i, (target, masks) in enumerate(zip(targets, target_masks, strict=True)):
-        for layer in range(layers):
-            queries, indices = hungarian_match(mask_logits[layer, i], class_logits[layer, i], masks, target.labels,
-                                               weights.class_weight, weights.mask_weight, weights.dice_weight)
+        matches = hungarian_match_many(mask_logits[:, i].detach().unflatten(-1, size), class_logits[:, i].detach(),
+                                       masks.unflatten(-1, size), target.labels, weights.class_weight,
+                                       weights.mask_weight, weights.dice_weight)
+        for layer, (queries, indices) in enumerate(matches):
             class_targets[layer, i, queries] = target.labels[indices]
-            matched_logits.append(mask_logits[layer, i, queries])
+            matched_rows.append((layer * batch + i) * num_queries + queries)
             matched_targets.append(masks[indices])
             matched_layer.append(torch.full((len(queries),), layer, device=class_logits.device))
 
@@ -95,7 +97,8 @@ def eomt_loss(mask_logits_per_block: list[torch.Tensor], class_logits_per_block:
     loss_class = F.cross_entropy(class_logits.reshape(-1, num_outputs), class_targets.flatten(), weight=class_weights,
                                  reduction="none")
     per_layer_class = (loss_class.view(layers, -1).sum(1) / class_weights[class_targets].view(layers, -1).sum(1))
-    logits, truth, layer_of = torch.cat(matched_logits), torch.cat(matched_targets), torch.cat(matched_layer)
+    logits = mask_logits.flatten(0, 2)[torch.cat(matched_rows)]  # (matches, P)
+    truth, layer_of = torch.cat(matched_targets), torch.cat(matched_layer)
     per_layer_mask = torch.zeros(layers, device=logits.device).index_add_(0, layer_of, sigmoid_bce(logits, truth))
     per_layer_dice = torch.zeros(layers, device=logits.device).index_add_(0, layer_of, dice_loss(logits, truth))
     per_layer = {"class": weights.class_weight * per_layer_class,
