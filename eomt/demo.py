@@ -108,6 +108,6 @@ def default_demo_folder() -> Path:
     """The demo comparison folder in the cache (cache_root()/demo-<hash>), built on first use."""
     folder = cache_root() / f"demo-{demo_key()}"
     if not demo_complete(folder):
-        print(f"building the demo folder {folder} (once; about a minute on a laptop CPU)")
+        print(f"building the demo folder {folder} (once; about 10 seconds on 2 CPU cores)")
         build_demo_folder(folder, DEMO_IMAGES)
     return folder
