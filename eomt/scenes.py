@@ -471,38 +471,32 @@ def _outdoor(canvas: Canvas) -> None:
     places = dict(_outdoor_ground(canvas, horizon))
     things: list[tuple[float, Callable, float, float]] = []  # (depth, draw, x, height)
 
-    def stand_on(region: np.ndarray) -> tuple[float, float] | None:
-        ys, xs = np.nonzero(region)
-        if len(ys) == 0:
-            return None
-        k = int(rng.integers(0, len(ys)))
-        return float(xs[k]), float(ys[k])
-
     def perspective(y: float, near: float) -> float:
         # Things further up (nearer the horizon) are smaller.
         return near * (0.6 + 0.4 * (y - horizon) / max(1.0, height - horizon))
+
+    def place(region: np.ndarray, draw: Callable, low: float, high: float) -> None:
+        """A thing standing on a random pixel of `region`, `low`..`high` of the image height when nearest."""
+        ys, xs = np.nonzero(region)
+        if len(ys) == 0:
+            return
+        k = int(rng.integers(0, len(ys)))
+        x, y = float(xs[k]), float(ys[k])
+        things.append((y, draw, x, perspective(y, rng.uniform(low, high) * height)))
 
     dry = places["grass"] if "grass" in places else places["sand"]
     if "water" in places:
         dry = dry & ~places["water"]
     for _ in range(int(rng.integers(1, 4))):
-        spot = stand_on(dry)
-        if spot:
-            things.append((spot[1], _person, spot[0], perspective(spot[1], rng.uniform(0.5, 0.75) * height)))
+        place(dry, _person, 0.5, 0.75)
     if "road, route" in places:
         for _ in range(int(rng.integers(1, 3))):
-            spot = stand_on(places["road, route"])
-            if spot:
-                things.append((spot[1], _car, spot[0], perspective(spot[1], rng.uniform(0.28, 0.4) * height)))
+            place(places["road, route"], _car, 0.28, 0.4)
     elif rng.random() < 0.5:
-        spot = stand_on(dry)
-        if spot:
-            things.append((spot[1], _car, spot[0], perspective(spot[1], rng.uniform(0.28, 0.4) * height)))
+        place(dry, _car, 0.28, 0.4)
     if "water" in places:
         for _ in range(int(rng.integers(1, 3))):
-            spot = stand_on(places["water"])
-            if spot:
-                things.append((spot[1], _boat, spot[0], perspective(spot[1], rng.uniform(0.35, 0.55) * height)))
+            place(places["water"], _boat, 0.35, 0.55)
     for y, draw, x, h in sorted(_limit_overlap(things), key=lambda t: t[0]):
         draw(canvas, x, y, max(h, 0.12 * height))
     _clutter(canvas, int(rng.integers(0, 3)))

@@ -170,14 +170,20 @@ def write_image(layout: Layout, index: int, models: list[str], classes: list[dic
     for source, cells, jitter in sources:
         cell_segment, segments = _segments_from_cells(cells, isthing, rng)
         segment_map = _upsample(cell_segment, height, width, jitter)
-        scores = None if source == GT else rng.uniform(0.5, 1.0, size=len(segments))
-        info = _segments_info(segment_map, segments, isthing, scores)
-        class_map = segments_to_class_map(segment_map, info)
-        picture = render_panoptic(class_map, segment_map, colors)
-        atomic.write_png(layout.target_png(image) if source == GT else layout.pred_png(image, source), picture)
-        write_png(layout.panoptic_png(image, source), segment_map)
-        write_annotation(layout, image, source, {"image_id": index, "file_name": f"{image}.png",
-                                                 "segments_info": info})
+        _write_source(layout, index, source, segment_map, segments, isthing, colors, rng)
+
+
+def _write_source(layout: Layout, index: int, source: str, segment_map: np.ndarray, segments, isthing: dict,
+                  colors: np.ndarray, rng: np.random.Generator) -> None:
+    """One source's files of one image: its render, COCO panoptic PNG and annotation (predictions get scores)."""
+    image = layout.image_name(index)
+    scores = None if source == GT else rng.uniform(0.5, 1.0, size=len(segments))
+    info = _segments_info(segment_map, segments, isthing, scores)
+    class_map = segments_to_class_map(segment_map, info)
+    picture = render_panoptic(class_map, segment_map, colors)
+    atomic.write_png(layout.target_png(image) if source == GT else layout.pred_png(image, source), picture)
+    write_png(layout.panoptic_png(image, source), segment_map)
+    write_annotation(layout, image, source, {"image_id": index, "file_name": f"{image}.png", "segments_info": info})
 
 
 def _manifest(layout: Layout, models: list[str], classes: list[dict], sizes: list[tuple[int, int]],
@@ -257,14 +263,7 @@ def make_sample_folder(root: str | Path, models: tuple[str, ...] = ("large", "ba
                 segment_map, segments = gt_map, gt_segments
             else:
                 segment_map, segments = _degrade(gt_map, gt_segments, semantic, rng, 0.9 - 0.15 * k, ndimage)
-            scores = None if source == GT else rng.uniform(0.5, 1.0, size=len(segments))
-            info = _segments_info(segment_map, segments, isthing, scores)
-            class_map = segments_to_class_map(segment_map, info)
-            picture = render_panoptic(class_map, segment_map, colors)
-            atomic.write_png(layout.target_png(image) if source == GT else layout.pred_png(image, source), picture)
-            write_png(layout.panoptic_png(image, source), segment_map)
-            write_annotation(layout, image, source, {"image_id": index, "file_name": f"{image}.png",
-                                                     "segments_info": info})
+            _write_source(layout, index, source, segment_map, segments, isthing, colors, rng)
     write_manifest(layout, _manifest(layout, list(models), classes, sizes, [p.stem for p in photos]))
     write_class_names(layout, classes)
     build_aggregates(root, workers=1)
