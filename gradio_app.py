@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from metrics.output_folder import GT, FolderError
+from dump.folder import GT, FolderError
 from viewer import dataset, filters, live, navigation, plots, tables
 from viewer.index import FolderIndex, check_annotations, load_folder, summary_markdown
 from viewer.panels import (
@@ -52,7 +52,7 @@ class NoFolderError(RuntimeError):
 def default_folder() -> Path:
     """The folder opened when none is given: the embedded demo, built into the cache on first use (the only
     time the app needs torch); without the demo checkpoints, say how to make a folder."""
-    from eomt import demo
+    from dump import demo
 
     try:
         return demo.default_demo_folder()

@@ -19,10 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from dump.model_specs import check_unique, parse_model_arg, read_models_file
-from dump.writer import data_done, prediction_done
-from metrics.aggregates import build_aggregates
-from metrics.output_folder import (
+from dump.aggregates import build_aggregates
+from dump.folder import (
     CLASS_NAMES,
     FAILURES,
     INSTANCE_COUNTS,
@@ -38,7 +36,9 @@ from metrics.output_folder import (
     write_failures,
     write_manifest,
 )
-from metrics.render import palette_array
+from dump.model_specs import check_unique, parse_model_arg, read_models_file
+from dump.writer import data_done, prediction_done
+from eomt.render import palette_array
 
 # torch, eomt and dump are imported where a run needs them, so --help, --reindex and argument errors are quick.
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.reindex:
             return reindex(Path(args.out))
         if args.demo:
-            from eomt.demo import build_demo_folder
+            from dump.demo import build_demo_folder
 
             try:
                 build_demo_folder(args.out, overwrite=args.overwrite, device=args.device)
@@ -112,8 +112,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import eomt
-    from dump.sources import dataset_classes, dataset_identity, has_ground_truth, model_classes, open_dataset
-    from eomt.distributed import init_ranks, resolve_device
+    from eomt.devices import init_ranks, resolve_device
+    from segdata.detect import (
+        dataset_classes,
+        dataset_identity,
+        has_ground_truth,
+        model_classes,
+        open_dataset,
+    )
 
     specs = [parse_model_arg(text) for text in args.model]
     if args.models_file:

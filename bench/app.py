@@ -11,7 +11,7 @@ Times the plain functions the app's events call (what the server spends, without
     python bench/app.py [FOLDER] [--images 2000] [--models 4] [--size 512x683] [--repeat 20]
 
 Without FOLDER, or when it does not exist yet, a synthetic folder of that size is generated there first
-(tests/dump_fixtures.py; random label maps, about 15 minutes for 2,000 images on two cores).
+(synthetic/folders.py; random label maps, about 15 minutes for 2,000 images on two cores).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(args.folder) if args.folder else Path(tempfile.gettempdir()) / \
         f"viewer-bench-{args.images}x{args.models}-{args.size}"
     if not (folder / "manifest.json").exists():
-        from tests.dump_fixtures import main as make_folder
+        from synthetic.folders import main as make_folder
 
         print(f"generating {folder} ({args.images} images x {args.models} models, {args.size}) ...", flush=True)
         make_folder([str(folder), "--images", str(args.images), "--models", str(args.models), "--size", args.size,

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import eomt  # noqa: E402
 import predict_dump  # noqa: E402
-from eomt.datasets.ade20k import ADE20K  # noqa: E402
 from eomt.transforms import resize_and_pad  # noqa: E402
-from tests.dump_data import write_toy_ade20k
-from tests.eomt_fixtures import confident_model  # noqa: E402
+from segdata.ade20k import ADE20K  # noqa: E402
+from synthetic.ade20k import write_toy_ade20k
+from synthetic.models import confident_model  # noqa: E402
 
 
 def keep_realistic_number_of_queries(model, image, img_size: int, kept: int) -> None:

@@ -1,4 +1,4 @@
-"""Training step speed: eomt.train's step against the same step written the straightforward way: the upscaler
+"""Training step speed: training's step against the same step written the straightforward way: the upscaler
 in NCHW modules as in the official code, one Hungarian cost matrix per prediction and image, AdamW's per-tensor
 loop instead of its fused kernel.
 
@@ -22,13 +22,13 @@ import torch.nn.functional as F
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 from eomt import modeling  # noqa: E402
-from eomt.datasets.ade20k import ADE20K  # noqa: E402
-from eomt.datasets.ade20k_writer import write_ade20k_zips  # noqa: E402
-from eomt.scenes import split_samples  # noqa: E402
-from eomt.train import losses  # noqa: E402
-from eomt.train.data import PanopticSamples, collate  # noqa: E402
-from eomt.train.loop import TrainOptions, build_model, dataset_metadata  # noqa: E402
-from eomt.train.matcher import hungarian_match  # noqa: E402
+from segdata.ade20k import ADE20K  # noqa: E402
+from segdata.ade20k_writer import write_ade20k_zips  # noqa: E402
+from segdata.scenes import split_samples  # noqa: E402
+from training import losses  # noqa: E402
+from training.data import PanopticSamples, collate  # noqa: E402
+from training.loop import TrainOptions, build_model, dataset_metadata  # noqa: E402
+from training.matcher import hungarian_match  # noqa: E402
 
 
 def nchw_scale_block(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ def main() -> None:
     print(f"batch {args.batch_size}, best of {args.rounds} rounds of {args.steps} steps, {torch.get_num_threads()} "
           f"threads, masked attention on (the first steps of a run); loss {ours_loss:.4f} in both")
     print(f"straightforward: {base:.3f} s/step  {args.batch_size / base:6.1f} images/s")
-    print(f"eomt.train:      {ours:.3f} s/step  {args.batch_size / ours:6.1f} images/s")
+    print(f"training:      {ours:.3f} s/step  {args.batch_size / ours:6.1f} images/s")
     print(f"ratio: {base / ours:.2f}x")
 
 

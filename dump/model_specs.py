@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from metrics.output_folder import check_model_name
+from dump.folder import check_model_name
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dump.folder import Layout
 from dump.writer import write_data, write_prediction
 from eomt.transforms import resize_and_pad
 from metrics import pq
-from metrics.output_folder import Layout
 
 Failure = Callable[[int, str], None]  # (image index, reason)
 

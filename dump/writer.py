@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from eomt.datasets.ade20k import DatasetError
-from metrics import atomic, pq
-from metrics.coco_panoptic import areas_and_bboxes, read_png, write_png
-from metrics.output_folder import GT, Layout, read_annotation, write_annotation
-from metrics.render import render_panoptic, segments_to_class_map
+from dump.folder import GT, Layout, read_annotation, write_annotation, write_panoptic_png
+from eomt import atomic
+from eomt.render import render_panoptic, segments_to_class_map
+from metrics import pq
+from metrics.coco_panoptic import areas_and_bboxes, read_png
+from segdata.ade20k import DatasetError
 
 
 def data_done(layout: Layout, image: str, with_ground_truth: bool) -> bool:
@@ -37,7 +38,7 @@ def write_data(layout: Layout, index: int, dataset, colors: np.ndarray, with_gro
     atomic.write_png(layout.input_png(image_name), sample.image)
     class_map = segments_to_class_map(sample.segment_map, sample.segments)
     atomic.write_png(layout.target_png(image_name), render_panoptic(class_map, sample.segment_map, colors))
-    write_png(layout.panoptic_png(image_name, GT), sample.segment_map)
+    write_panoptic_png(layout.panoptic_png(image_name, GT), sample.segment_map)
     segments_info = [{"id": int(s["id"]), "category_id": int(s["category_id"]), "iscrowd": int(s.get("iscrowd", 0)),
                       "isthing": int(bool(s["isthing"])), "area": int(s["area"]), "bbox": [int(v) for v in s["bbox"]]}
                      for s in sample.segments]
@@ -62,7 +63,7 @@ def write_prediction(layout: Layout, index: int, model: str, result, colors: np.
                       "score": round(float(s["score"]), 6)}
                      for s, bbox in zip(result.segments, bboxes, strict=True)]
     atomic.write_png(layout.pred_png(image_name, model), render_panoptic(result.class_map, result.segment_map, colors))
-    write_png(layout.panoptic_png(image_name, model), coco_ids)
+    write_panoptic_png(layout.panoptic_png(image_name, model), coco_ids)
     counts = None
     if with_ground_truth:
         gt_annotation = read_annotation(layout, image_name, GT)

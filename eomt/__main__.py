@@ -64,8 +64,8 @@ def predict(args: argparse.Namespace) -> int:
     import torch
 
     import eomt
+    from eomt.render import render_panoptic
     from eomt.transforms import load_image
-    from metrics.render import render_panoptic
 
     device = args.device
     if device == "auto":

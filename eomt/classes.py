@@ -6,6 +6,7 @@ Plain Python and numpy only: the dataset reader and the renderers use these with
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,11 @@ class ClassInfo:
     name: str
     isthing: bool
     color: tuple[int, int, int]
+
+
+def class_entries(classes: Iterable[ClassInfo]) -> list[dict]:
+    """A class table as an output folder's manifest stores it: [{"id", "name", "isthing", "color"}]."""
+    return [{"id": c.id, "name": c.name, "isthing": c.isthing, "color": list(c.color)} for c in classes]
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from metrics import atomic, pq
+from metrics import pq
 
 MAX_ID = 256**3 - 1  # three 8-bit channels
 
@@ -58,11 +58,6 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
     return rgb2id(rgb)
 
 
-def write_png(path: str | os.PathLike, ids: np.ndarray) -> None:
-    """Writes an (H, W) id map as an RGB PNG (atomically: temporary name, then rename)."""
-    atomic.write_png(path, id2rgb(ids))
-
-
 def areas_and_bboxes(segment_map: np.ndarray, ids: Sequence[int]) -> tuple[list[int], list[list[int]]]:
     """Pixel count and COCO bbox [x, y, width, height] of each id in `ids` (distinct, positive); an absent id gets
     0 and [0, 0, 0, 0].
@@ -88,24 +83,6 @@ def areas_and_bboxes(segment_map: np.ndarray, ids: Sequence[int]) -> tuple[list[
         area_list.append(int(areas[k]))
         bbox_list.append([int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)])
     return area_list, bbox_list
-
-
-def _plain(value):
-    # json cannot encode numpy scalars, which segment lists built with numpy are full of.
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def write_json(path: str | os.PathLike, categories: Sequence[Mapping], annotations: Sequence[Mapping],
-               images: Sequence[Mapping] | None = None) -> None:
-    """Writes a COCO panoptic JSON (atomically). categories: {id, name, isthing, color}; annotations: {image_id,
-    file_name, segments_info: [{id, category_id, iscrowd, area, bbox}]}; images: {id, file_name, width, height}."""
-    document = {} if images is None else {"images": list(images)}
-    document.update(annotations=list(annotations), categories=list(categories))
-    atomic.write_text(path, json.dumps(document, default=_plain, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from eomt.classes import ade20k_classes
-from eomt.datasets.ade20k import ADE20K, IMAGES_ZIP, INSTANCES_ZIP, DatasetError
-from eomt.datasets.ade20k_writer import write_ade20k_zips
+from segdata.ade20k import ADE20K, IMAGES_ZIP, INSTANCES_ZIP, DatasetError
+from segdata.ade20k_writer import write_ade20k_zips
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ade20k_sample"
+SAMPLE = Path(__file__).resolve().parent / "data" / "ade20k_sample"
 CLASSES = ade20k_classes()
 BY_NAME = {c.name: c for c in CLASSES}
 WALL, SKY, FLOOR = BY_NAME["wall"], BY_NAME["sky"], BY_NAME["floor"]

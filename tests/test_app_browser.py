@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metrics.output_folder import GT
-from tests.dump_fixtures import make_folder, running_app
+from dump.folder import GT
+from synthetic.folders import make_folder
+from tests.app_runner import running_app
 from viewer.filters import ImageFilter, filter_images
 from viewer.index import load_folder
 

@@ -9,7 +9,8 @@ import time
 import pytest
 from gradio_client import Client
 
-from tests.dump_fixtures import make_folder, running_app
+from synthetic.folders import make_folder
+from tests.app_runner import running_app
 
 SESSIONS = 20
 SECONDS = 30.0

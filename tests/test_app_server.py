@@ -15,8 +15,9 @@ import pytest
 from gradio_client import Client
 
 import gradio_app
-from metrics.output_folder import GT
-from tests.dump_fixtures import ROOT, break_folder, make_folder, running_app
+from dump.folder import GT
+from synthetic.folders import break_folder, make_folder
+from tests.app_runner import ROOT, running_app
 from viewer.filters import ImageFilter, filter_images, rank_images
 from viewer.index import load_folder
 
@@ -145,7 +146,7 @@ def test_a_broken_folder_still_serves_and_lists_its_problems(tmp_path):
 
 
 def test_without_a_folder_it_opens_the_demo(tmp_path, monkeypatch):
-    from eomt import demo
+    from dump import demo
 
     monkeypatch.setenv(demo.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(demo, "DEMO_IMAGES", 2)
@@ -158,7 +159,7 @@ def test_without_a_folder_it_opens_the_demo(tmp_path, monkeypatch):
 def test_without_a_folder_or_demo_checkpoints_it_says_how_to_make_a_folder(tmp_path):
     # A copy of the app whose demo checkpoints are missing: the command line explains instead of failing.
     env = {**os.environ, "EOMT_COMPARE_CACHE": str(tmp_path / "cache")}
-    script = ("import sys; from eomt import demo; from pathlib import Path; "
+    script = ("import sys; from dump import demo; from pathlib import Path; "
               "demo.DEMO_MODELS = {k: Path('/nonexistent') / v.name for k, v in demo.DEMO_MODELS.items()}; "
               "import gradio_app; sys.exit(gradio_app.main([]))")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,

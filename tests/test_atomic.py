@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from metrics import atomic
+from eomt import atomic
 
 
 def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):

@@ -10,7 +10,8 @@ import torch
 
 import eomt
 from eomt.checkpoint import detect_format
-from tests.eomt_fixtures import confident_model, hf_model, official_keys, tiny_ade_config, tiny_config
+from synthetic.models import confident_model, tiny_ade_config, tiny_config
+from tests.oracles import hf_model, official_keys
 
 ADE_L640 = "ade20k_panoptic_eomt_large_640"
 

@@ -8,10 +8,10 @@ import json
 import pytest
 
 import eomt
-from eomt import demo
-from eomt.datasets.ade20k import ADE20K
-from eomt.train.loop import evaluate
-from metrics.output_folder import INSTANCE_COUNTS, MANIFEST
+from dump import demo
+from dump.folder import INSTANCE_COUNTS, MANIFEST
+from segdata.ade20k import ADE20K
+from training.loop import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_coco_panoptic import EXPECTED, EXPECTED_PER_IMAGE, write_dataset
+from test_coco_panoptic import EXPECTED, EXPECTED_PER_IMAGE, write_dataset, write_png
 
-from metrics import coco_panoptic as cp
 from metrics.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +65,7 @@ def first_segments(document):
      "In the image with ID 1 predicted segment with ID 1 has unknown category_id 99"),
     (lambda d, root: d["annotations"].pop(1), "no prediction for the image with id: 2"),
     (lambda d, root: (root / "pred" / "ADE_val_00000003.png").unlink(), "ADE_val_00000003.png: file not found"),
-    (lambda d, root: cp.write_png(root / "pred" / "ADE_val_00000003.png", np.zeros((2, 2), np.int32)),
+    (lambda d, root: write_png(root / "pred" / "ADE_val_00000003.png", np.zeros((2, 2), np.int32)),
      r"In the image with ID 3 ground truth is \(6, 8\) but prediction is \(2, 2\)"),
 ])
 def test_malformed_predictions_give_panopticapi_errors(tmp_path, capsys, break_it, message):

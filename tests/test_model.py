@@ -12,7 +12,8 @@ import torch
 
 import eomt
 from eomt.classes import ade20k_classes, cityscapes_classes, coco_instance_classes, coco_panoptic_classes
-from tests.eomt_fixtures import REPO, hf_logits, hf_model, hf_to_original, tiny_config
+from synthetic.models import tiny_config
+from tests.oracles import REPO, hf_logits, hf_model, hf_to_original
 
 # (hidden, layers, heads, num_blocks, swiglu): several depths and num_blocks, and giant's SwiGLU MLP.
 HF_CASES = [(32, 2, 2, 1, False), (48, 4, 3, 2, False), (32, 3, 2, 3, False), (48, 3, 3, 2, True)]

@@ -13,7 +13,7 @@ from transformers.image_transforms import get_size_with_aspect_ratio
 import eomt.postprocess as post
 from eomt.postprocess import instance_segmentation, panoptic_segmentation, semantic_segmentation
 from eomt.transforms import padded_size, resize_and_pad, sliding_windows, window_size
-from tests.eomt_fixtures import IMAGENET_MEAN, IMAGENET_STD, naive_panoptic, naive_upsample, synthetic_logits
+from tests.oracles import IMAGENET_MEAN, IMAGENET_STD, naive_panoptic, naive_upsample, synthetic_logits
 
 S = 64  # input size; mask logits are S/4
 STUFF = {3, 4}
@@ -245,7 +245,7 @@ def test_windows_match_transformers_pixels(original):
 def test_predictions_match_transformers_end_to_end(tmp_path):
     """Same weights, same photo: our Predictor against transformers' processor + model + post-processing."""
     from eomt import Predictor, load_model
-    from tests.eomt_fixtures import hf_model
+    from tests.oracles import hf_model
 
     reference = hf_model(32, 2, 2, 1, num_labels=NUM_CLASSES, num_queries=3, seed=1)
     with torch.no_grad():  # confident classes and saturated masks, so that there are segments to compare

@@ -13,7 +13,8 @@ from PIL import Image
 import eomt
 from eomt.__main__ import main
 from eomt.transforms import padded_size, resize_and_pad, to_rgb_array, window_starts
-from tests.eomt_fixtures import REPO, SAMPLE_IMAGE, confident_model, tiny_ade_config
+from synthetic.models import confident_model, tiny_ade_config
+from tests.oracles import REPO, SAMPLE_IMAGE
 
 
 @pytest.fixture(scope="module")

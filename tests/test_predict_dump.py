@@ -16,15 +16,11 @@ import pytest
 from PIL import Image
 
 import predict_dump
-from eomt.datasets.ade20k import ADE20K
+from dump.folder import SEGMENT_STATS_COLUMNS, Layout, read_manifest
 from metrics.coco_panoptic import read_png
-from metrics.output_folder import SEGMENT_STATS_COLUMNS, Layout, read_manifest
-from tests.dump_data import (
-    corrupt_zip_member,
-    save_original_format,
-    write_toy_ade20k,
-)
-from tests.eomt_fixtures import confident_model, tiny_ade_config
+from segdata.ade20k import ADE20K
+from synthetic.ade20k import corrupt_zip_member, write_toy_ade20k
+from synthetic.models import confident_model, save_original_format, tiny_ade_config
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 7
@@ -55,7 +51,7 @@ def save_hf_checkpoint(folder: Path, seed: int) -> Path:
                                      patch_size=16, num_queries=3, num_blocks=1,
                                      id2label=dict(enumerate(names)))
     model = transformers.EomtForUniversalSegmentation(config).eval()
-    with torch.no_grad():  # as tests.eomt_fixtures.confident_model, so that it predicts segments
+    with torch.no_grad():  # as synthetic.models.confident_model, so that it predicts segments
         model.class_predictor.weight.mul_(150.0)
         model.mask_head.fc3.weight.mul_(300.0)
     model.save_pretrained(folder)
@@ -284,9 +280,9 @@ def test_a_model_failure_loses_only_that_image(setup, reference_folder, tmp_path
 
     import eomt
     from dump.passes import run_model
-    from eomt.datasets.ade20k import ADE20K
+    from eomt.render import palette_array
     from eomt.transforms import resize_and_pad
-    from metrics.render import palette_array
+    from segdata.ade20k import ADE20K
 
     out = tmp_path / "out"
     shutil.copytree(reference_folder, out)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from eomt.classes import ade20k_classes
-from eomt.datasets.ade20k import ADE20K, build_panoptic
-from eomt.scenes import (
+from segdata.ade20k import ADE20K, build_panoptic
+from segdata.scenes import (
     CLASS_IDS,
     SIZE_RANGE,
     STUFF_CLASSES,

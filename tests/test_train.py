@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 
 import eomt
-from eomt.datasets.ade20k import ADE20K
-from eomt.scenes import write_scenes
-from eomt.train.__main__ import main as train_main
-from eomt.train.data import PanopticSamples, collate, epoch_batches
-from eomt.train.loop import TrainOptions, build_model, dataset_metadata, train
-from eomt.train.losses import LossWeights, Targets, dice_loss, eomt_loss, sigmoid_bce
-from eomt.train.matcher import hungarian_match, hungarian_match_many, matching_cost, pairwise_mask_costs
-from eomt.train.schedule import lr_factor, mask_probabilities, parameter_groups
+from segdata.ade20k import ADE20K
+from segdata.scenes import write_scenes
+from training.__main__ import main as train_main
+from training.data import PanopticSamples, collate, epoch_batches
+from training.loop import TrainOptions, build_model, dataset_metadata, train
+from training.losses import LossWeights, Targets, dice_loss, eomt_loss, sigmoid_bce
+from training.matcher import hungarian_match, hungarian_match_many, matching_cost, pairwise_mask_costs
+from training.schedule import lr_factor, mask_probabilities, parameter_groups
 
 # ------------------------------------------------------------------------------------------------ matcher
 
@@ -201,7 +201,7 @@ def test_resume_continues_an_interrupted_run_exactly(scenes, tmp_path, monkeypat
     options = _options(scenes, tmp_path / "whole", steps=6, checkpoint_every=3, val_limit=0)
     whole = train(options)["network"]
 
-    import eomt.train.loop as loop
+    import training.loop as loop
 
     real = loop.lr_factor
 

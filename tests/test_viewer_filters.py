@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics.output_folder import GT
-from tests.dump_fixtures import make_folder
+from dump.folder import GT
+from synthetic.folders import make_folder
 from viewer import navigation
 from viewer.filters import ImageFilter, filter_images, rank_images
 from viewer.index import load_folder

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dump.folder import GT, INSTANCE_COUNTS, SEGMENT_STATS, FolderError
 from metrics import pq
 from metrics.coco_panoptic import read_png
-from metrics.output_folder import GT, INSTANCE_COUNTS, SEGMENT_STATS, FolderError
-from tests.dump_fixtures import break_folder, make_folder
+from synthetic.folders import break_folder, make_folder
 from viewer import tables
 from viewer.index import check_annotations, load_folder, per_image_metrics, summary_markdown
 from viewer.labelmaps import LabelMapError, load_label_map

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.dump_fixtures import ROOT, make_folder
+from synthetic.folders import make_folder
+from tests.app_runner import ROOT
 from viewer import live
 from viewer.index import load_folder
 from viewer.panels import DisplayOptions, build_panels, inspect_maps, panels_html, png_bytes
@@ -34,7 +35,7 @@ def point_model_at(folder, model: str, source: str) -> None:
 def test_opening_a_folder_and_building_the_page_do_not_import_torch(folder):
     code = ("import sys; import gradio_app; from viewer.index import load_folder; "
             f"gradio_app.build_app(load_folder({str(folder)!r})); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'eomt', 'timm')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'transformers')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
@@ -73,7 +74,7 @@ def test_a_failing_model_shows_its_error_and_the_others_still_run(folder, monkey
 
 def test_a_local_checkpoint_runs_live_end_to_end(folder, tmp_path):
     eomt = pytest.importorskip("eomt")
-    from tests.eomt_fixtures import confident_model, tiny_ade_config
+    from synthetic.models import confident_model, tiny_ade_config
 
     checkpoint = eomt.save_model(confident_model(tiny_ade_config()), tmp_path / "tiny.safetensors")
     point_model_at(folder, "tiny", str(checkpoint))

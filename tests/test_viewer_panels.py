@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dump.folder import GT
 from metrics import pq
-from metrics.output_folder import GT
-from tests.dump_fixtures import make_folder
+from synthetic.folders import make_folder
 from viewer.index import load_folder
 from viewer.labelmaps import label_map, load_label_map, match_segments
 from viewer.panels import (

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from metrics.output_folder import INSTANCE_COUNTS
-from tests.dump_fixtures import make_folder
+from dump.folder import INSTANCE_COUNTS
+from synthetic.folders import make_folder
 from viewer import dataset, plots, tables
 from viewer.index import load_folder
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
+from dump.folder import GT
 from metrics import pq
-from metrics.output_folder import GT
 from viewer.labelmaps import LabelMapError, load_label_map, match_segments
 
 CLASS_COLUMNS = ["model", "class id", "class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN", "images"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from metrics.output_folder import GT
+from dump.folder import GT
 
 ORDERS = {
     "a_better": "A beats B most",

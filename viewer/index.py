@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metrics import pq
-from metrics.output_folder import (
+from dump.folder import (
     GT,
     SEGMENT_STATS,
     SEGMENT_STATS_COLUMNS,
@@ -28,6 +27,7 @@ from metrics.output_folder import (
     read_json_file,
     read_manifest,
 )
+from metrics import pq
 
 METRICS = ("pq", "sq", "rq")
 _SHOWN = 5  # names listed per problem before "and N more"

@@ -13,10 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from dump.folder import GT, FolderError
+from eomt.render import segments_to_class_map
 from metrics import pq
 from metrics.coco_panoptic import read_png
-from metrics.output_folder import GT, FolderError
-from metrics.render import segments_to_class_map
 
 _CACHED_MAPS = 48  # ~3 MB each at ADE20K size: enough for a dozen sessions on 4 models
 

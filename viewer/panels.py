@@ -1,6 +1,6 @@
 """The pictures of one image, rendered on demand from label maps, their HTML, and the pixel inspector.
 
-Every class colour comes from the folder's class table through metrics.render, so a class looks the same in every
+Every class colour comes from the folder's class table through eomt.render, so a class looks the same in every
 panel, every image and the legend. Pictures travel as lossless PNG data URIs inside one HTML block, which is what
 lets the page's script zoom and pan all panels together and turn a click into image coordinates.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from metrics.output_folder import GT, FolderError
-from metrics.render import BORDER_COLOR, palette_array, palette_indices, segment_borders
+from dump.folder import GT, FolderError
+from eomt.render import BORDER_COLOR, palette_array, palette_indices, segment_borders
 from viewer.labelmaps import LabelMap, LabelMapError, cached_match, load_label_map
 
 # Error map codes and colours (Okabe-Ito-like, so red/green is not the only cue).
@@ -93,7 +93,7 @@ EDGE_PALETTE = np.array([[0, 0, 0, 0], [*BORDER_COLOR, 255]], dtype=np.uint8)
 
 
 def labels_panel(title: str, labels: LabelMap, colors: np.ndarray) -> Panel:
-    """A label map in the class palette of metrics.render (palette_array, the rows render_panoptic paints with);
+    """A label map in the class palette of eomt.render (palette_array, the rows render_panoptic paints with);
     void is transparent, so the photo (or black, render_panoptic's void colour) shows through."""
     fill = Layer(palette_indices(labels.class_map, len(colors)), _with_alpha(palette_array(colors), True))
     edges = Layer(segment_borders(labels.segment_map).astype(np.uint8), EDGE_PALETTE)

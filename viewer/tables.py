@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dump.folder import GT, FolderError
 from metrics import pq
-from metrics.output_folder import GT, FolderError
 from viewer.labelmaps import LabelMapError, load_label_map
 
 GOOD, BAD = (0, 158, 115), (213, 94, 0)

@@ -1,7 +1,7 @@
 """One EoMT training run: model (from scratch or from a checkpoint), data, the optimisation loop with its
 schedules, atomic checkpoints and resuming, and the validation PQ at the end.
 
-    from eomt.train.loop import TrainOptions, train
+    from training.loop import TrainOptions, train
     summary = train(TrainOptions(data="DIR", out="runs/x", steps=2000))
 
 Run files in `out`: `checkpoint.pt` (everything needed to resume), `model.safetensors` (the network with its
@@ -25,15 +25,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import eomt
+from eomt import atomic
 from eomt.classes import ade20k_classes
 from eomt.config import EoMTConfig
-from eomt.distributed import Ranks, init_ranks, resolve_device
+from eomt.devices import Ranks, init_ranks, resolve_device
 from eomt.modeling import EoMT
 from eomt.presets import class_metadata
-from eomt.train.data import PanopticSamples, collate, epoch_batches
-from eomt.train.losses import LossWeights, Targets, eomt_loss
-from eomt.train.schedule import lr_factor, mask_probabilities, parameter_groups, set_lr
-from metrics import atomic, pq
+from metrics import pq
+from training.data import PanopticSamples, collate, epoch_batches
+from training.losses import LossWeights, Targets, eomt_loss
+from training.schedule import lr_factor, mask_probabilities, parameter_groups, set_lr
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
@@ -201,7 +202,7 @@ def format_summary(summary: dict) -> str:
 def train(options: TrainOptions) -> dict:
     """Runs (or resumes) training. Returns {"model": path of model.safetensors, "network": the trained EoMT
     (eval mode), "steps": steps run now, "seconds": their time, "val": validation PQ summary or None}."""
-    from eomt.datasets.ade20k import ADE20K
+    from segdata.ade20k import ADE20K
 
     if options.threads:
         torch.set_num_threads(options.threads)

@@ -1,7 +1,7 @@
-"""The embedded demo: two small EoMT models trained on toy ADE20K-format scenes (eomt.scenes) and shipped in
+"""The embedded demo: two small EoMT models trained on toy ADE20K-format scenes (segdata.scenes) and shipped in
 assets/, and the comparison folder they make on the toy validation split, built on first use, offline.
 
-    from eomt.demo import default_demo_folder
+    from dump.demo import default_demo_folder
     folder = default_demo_folder()   # ~/.cache/eomt-compare/demo-<hash>, built by the dump on first use
 
 `python predict_dump.py --demo --out DIR` builds the same folder in DIR (build_demo_folder). The commands that
@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 from pathlib import Path
+
+from segdata import scenes
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # name in the comparison -> checkpoint; the first is the stronger model.
@@ -32,7 +34,7 @@ CACHE_ENV = "EOMT_COMPARE_CACHE"
 
 def build_demo_data(folder: str | os.PathLike, num_images: int = DEMO_IMAGES) -> Path:
     """Writes the toy validation split (ADEChallengeData2016.zip + annotations_instance.zip) into `folder`."""
-    from eomt.scenes import write_scenes
+    from segdata.scenes import write_scenes
 
     return write_scenes(folder, num_train=0, num_val=num_images, seed=DEMO_SEED)
 
@@ -65,7 +67,7 @@ def build_demo_folder(out: str | os.PathLike, num_images: int = DEMO_IMAGES, ove
 
 
 def _data_complete(data: Path, num_images: int) -> bool:
-    from eomt.datasets.ade20k import ADE20K, DatasetError
+    from segdata.ade20k import ADE20K, DatasetError
 
     try:
         return len(ADE20K(data, "validation")) == num_images
@@ -85,14 +87,14 @@ def demo_key() -> str:
     digest = hashlib.sha256()
     for name, path in DEMO_MODELS.items():
         digest.update(name.encode() + b"\0" + path.read_bytes())
-    digest.update(Path(__file__).with_name("scenes.py").read_bytes())
+    digest.update(Path(scenes.__file__).read_bytes())
     digest.update(f"{DEMO_IMAGES} {DEMO_SEED}".encode())
     return digest.hexdigest()[:16]
 
 
 def demo_complete(folder: Path) -> bool:
     """Whether `folder` holds a finished dump of every demo model over every image."""
-    from metrics.output_folder import INSTANCE_COUNTS, MANIFEST
+    from dump.folder import INSTANCE_COUNTS, MANIFEST
 
     try:
         manifest = json.loads((folder / MANIFEST).read_text())

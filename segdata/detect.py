@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from eomt.classes import ade20k_classes
-from eomt.datasets.ade20k import ADE20K, DatasetError
-from eomt.datasets.image_folder import ImageFolder, ImageFolderError
+from segdata.ade20k import ADE20K, DatasetError
+from segdata.image_folder import ImageFolder, ImageFolderError
 
 
 def open_dataset(root: str | Path, split: str, skip_constant: bool):

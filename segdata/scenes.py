@@ -8,9 +8,9 @@ kept partial (boxes overlap by at most MAX_OVERLAP), and some void: unlabeled cl
 that they were left unlabeled. Every image is a pure function of (seed, split, index), so a split is the same
 whatever its length and wherever it is generated.
 
-    python -m eomt.scenes --out DIR [--train 4000] [--val 60] [--seed 0]
+    python -m segdata.scenes --out DIR [--train 4000] [--val 60] [--seed 0]
 
-writes DIR/ADEChallengeData2016.zip and DIR/annotations_instance.zip, which `eomt.datasets.ade20k.ADE20K` reads.
+writes DIR/ADEChallengeData2016.zip and DIR/annotations_instance.zip, which `segdata.ade20k.ADE20K` reads.
 """
 
 from __future__ import annotations
@@ -558,7 +558,7 @@ def split_samples(split: str, count: int, seed: int = 0) -> Iterator[tuple[str, 
 
 def write_scenes(folder: str | os.PathLike, num_train: int, num_val: int, seed: int = 0) -> Path:
     """Writes the toy dataset (ADEChallengeData2016.zip + annotations_instance.zip) into `folder`."""
-    from eomt.datasets.ade20k_writer import write_ade20k_zips
+    from segdata.ade20k_writer import write_ade20k_zips
 
     folder = Path(folder)
     splits = {}
@@ -571,7 +571,7 @@ def write_scenes(folder: str | os.PathLike, num_train: int, num_val: int, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eomt.scenes", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m segdata.scenes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder for the two zips")
     parser.add_argument("--train", type=int, default=4000, help="training images")
     parser.add_argument("--val", type=int, default=60, help="validation images")

@@ -1,4 +1,4 @@
-"""Small ADE20K-format datasets and checkpoint files for the dump tests and benchmark."""
+"""Small random ADE20K-format datasets (the real zip layout) for the dump's tests and benchmark."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import eomt
-from eomt.datasets.ade20k_writer import write_ade20k_zips
+from segdata.ade20k_writer import write_ade20k_zips
 
 # (class id, instance R value) of a few ADE20K thing classes; stuff classes by id.
 PERSON, CAR, CHAIR = (12, 4), (20, 9), (19, 8)
@@ -64,11 +62,3 @@ def corrupt_zip_member(zip_path: Path, member_suffix: str, keep_bytes: int = 40)
     zip_path.write_bytes(buffer.getvalue())
     assert target is not None, member_suffix
     return target
-
-
-def save_original_format(model: eomt.EoMT, path: Path) -> Path:
-    """The official layout: a flat state dict with `network.` keys (plus the criterion buffer it carries)."""
-    state = {f"network.{k}": v for k, v in model.state_dict().items()}
-    state["criterion.empty_weight"] = torch.ones(model.config.num_classes + 1)
-    torch.save(state, path)
-    return path

@@ -13,10 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from metrics import atomic, pq
-from metrics.coco_panoptic import read_png
-from metrics.instance_counts import instance_counts
-from metrics.output_folder import (
+from dump.folder import (
     GT,
     INSTANCE_COUNTS,
     SEGMENT_STATS,
@@ -25,6 +22,10 @@ from metrics.output_folder import (
     read_annotation,
     read_manifest,
 )
+from eomt import atomic
+from metrics import pq
+from metrics.coco_panoptic import read_png
+from metrics.instance_counts import instance_counts
 
 CountsCache = dict[tuple[str, str], dict[int, pq.CategoryCounts]]
 

@@ -1,5 +1,6 @@
-"""Helpers for the EoMT tests: tiny random models, the transformers oracle, and the official key layout as
-eomt-reference.md section 2 documents it (written here independently of eomt.checkpoint)."""
+"""Oracles for the EoMT tests: the transformers model, the official key layout as the official repository's
+checkpoints have it (written here independently of eomt.checkpoint), and the reference post-processing written
+line by line."""
 
 from __future__ import annotations
 
@@ -8,36 +9,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import eomt
-
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_IMAGE = REPO.parent / "shared" / "reference" / "ade20k_sample" / "images" / "ADE_val_00000001.jpg"
+SAMPLE_IMAGE = REPO / "tests" / "data" / "ade20k_sample" / "images" / "ADE_val_00000001.jpg"
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def tiny_config(**overrides) -> eomt.EoMTConfig:
-    fields = dict(backbone="vit_small_patch14_reg4_dinov2", img_size=64, num_classes=5, num_queries=10,
-                  num_blocks=1, backbone_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
-    return eomt.EoMTConfig(**{**fields, **overrides})
-
-
-def tiny_ade_config(**overrides) -> eomt.EoMTConfig:
-    ade = eomt.PRESETS["ade20k_panoptic_eomt_large_640"]
-    return tiny_config(**{"num_classes": 150, "num_queries": 12, "class_names": ade.class_names,
-                          "stuff_classes": ade.stuff_classes, "class_colors": ade.class_colors, **overrides})
-
-
-def confident_model(config: eomt.EoMTConfig, seed: int = 0) -> eomt.EoMT:
-    """Random weights with sharpened class and mask heads. Plain random weights keep no query above the 0.8
-    score, and their soft, half-image masks never own 80% of themselves; with few queries (3) and saturated
-    masks, the first confident queries become segments."""
-    torch.manual_seed(seed)
-    model = eomt.EoMT(config).eval()
-    with torch.no_grad():
-        model.class_head.weight.mul_(150.0)
-        model.mask_head[4].weight.mul_(300.0)
-    return model
 
 
 # ------------------------------------------------------------------------------------ transformers oracle

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from eomt.train.losses import Targets
+from training.losses import Targets
 
 
 class PanopticSamples(Dataset):
     """dataset: anything whose items have .image (PIL RGB), .segment_map (H, W; 0 = void) and .segments
-    ({"id", "category_id"}), e.g. eomt.datasets.ade20k.ADE20K. Items are indexed by (index, seed)."""
+    ({"id", "category_id"}), e.g. segdata.ade20k.ADE20K. Items are indexed by (index, seed)."""
 
     def __init__(self, dataset, img_size: int, scale_range: tuple[float, float] = (1.0, 1.0), flip: bool = True):
         self.dataset, self.img_size = dataset, img_size

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eomt.train.matcher import hungarian_match_many
+from training.matcher import hungarian_match_many
 
 
 @dataclass(frozen=True)

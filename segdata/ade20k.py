@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from eomt.classes import ade20k_classes
-from eomt.datasets.image_folder import to_rgb
 from metrics.coco_panoptic import areas_and_bboxes
+from segdata.image_folder import to_rgb
 
 IMAGES_ZIP = "ADEChallengeData2016.zip"
 INSTANCES_ZIP = "annotations_instance.zip"

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metrics import atomic
+from eomt import atomic
+from metrics.coco_panoptic import id2rgb
 
 FORMAT = "eomt-dump"
 VERSION = 1
@@ -144,6 +145,11 @@ def read_annotation(layout: Layout, image: str, source: str) -> dict | None:
     if not path.exists():
         return None
     return read_json_file(path)
+
+
+def write_panoptic_png(path: Path, ids) -> None:
+    """An (H, W) segment id map as a COCO panoptic RGB PNG."""
+    atomic.write_png(path, id2rgb(ids))
 
 
 def write_annotation(layout: Layout, image: str, source: str, annotation: dict) -> None:

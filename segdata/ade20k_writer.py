@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eomt.datasets.ade20k import IMAGES_ZIP, INSTANCE_TOP, INSTANCES_ZIP, SPLITS, TOP
-from metrics import atomic
+from eomt import atomic
+from segdata.ade20k import IMAGES_ZIP, INSTANCE_TOP, INSTANCES_ZIP, SPLITS, TOP
 
 # A fixed timestamp makes the same data give byte-identical zips.
 _DATE = (2016, 1, 1, 0, 0, 0)

@@ -1,9 +1,9 @@
 """Trains an EoMT model for panoptic segmentation on ADE20K-format data (the two zips, or extracted folders).
 
-    python -m eomt.train --data DIR --out RUN [--depth 6 --dim 128 --heads 4 --img-size 128 ...] [--steps 2000]
-    python -m eomt.train --data DIR --out RUN --init tue-mps/ade20k_panoptic_eomt_large_640 --lr 1e-4
-    torchrun --nproc_per_node 4 -m eomt.train --data DIR --out RUN --device cuda --dtype bf16 ...
-    python -m eomt.train ... --resume            (continue an interrupted run from RUN/checkpoint.pt)
+    python -m training --data DIR --out RUN [--depth 6 --dim 128 --heads 4 --img-size 128 ...] [--steps 2000]
+    python -m training --data DIR --out RUN --init tue-mps/ade20k_panoptic_eomt_large_640 --lr 1e-4
+    torchrun --nproc_per_node 4 -m training --data DIR --out RUN --device cuda --dtype bf16 ...
+    python -m training ... --resume            (continue an interrupted run from RUN/checkpoint.pt)
 
 Writes RUN/model.safetensors (load it with eomt.load_model or give it to predict_dump.py), RUN/checkpoint.pt,
 RUN/log.jsonl and RUN/val_pq.json (panoptic quality on the validation split at the end).
@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 
-from eomt.train.loop import TrainOptions
+from training.loop import TrainOptions
 
 HELP = {
     "data": "ADE20K-format folder: ADEChallengeData2016.zip + annotations_instance.zip, or extracted",
@@ -66,7 +66,7 @@ HELP = {
 
 
 def parse_args(argv: list[str] | None = None) -> TrainOptions:
-    parser = argparse.ArgumentParser(prog="python -m eomt.train", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     for field in dataclasses.fields(TrainOptions):
         flag = "--" + field.name.replace("_", "-")
@@ -82,12 +82,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    from eomt.train.loop import train
+    from training.loop import train
 
     try:
         train(options)
     except (ValueError, FileNotFoundError) as err:
-        print(f"eomt.train: {err}", file=sys.stderr)
+        print(f"training: {err}", file=sys.stderr)
         return 1
     return 0
 

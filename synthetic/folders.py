@@ -1,59 +1,44 @@
-"""Synthetic output folders for the viewer's tests and benchmark, written through the contract module, and a
-helper that serves one with the app as a user starts it.
+"""Synthetic output folders for the viewer's tests and benchmark, written through the output-folder contract.
 
 Ground truth is a coarse grid of cells upsampled to the image size (stuff cells of one class merge into one segment,
 each thing cell is an instance, some cells are void); a prediction is the same grid with some cells relabelled,
 dropped to void or swapped, upsampled with jittered cell borders so IoUs vary. Aggregates come from
 `build_aggregates`, so the folder's metrics are the product's own.
 
-    python tests/dump_fixtures.py OUT [--images 2000] [--models 4] [--size 512x683] [--workers 2]
-    python tests/dump_fixtures.py OUT --sample   # the three real ADE20K photos of ../shared, synthetic predictions
+    python -m synthetic.folders OUT [--images 2000] [--models 4] [--size 512x683] [--workers 2]
+    python -m synthetic.folders OUT --sample   # the three real ADE20K photos of tests/data, synthetic predictions
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
-
-from metrics import atomic  # noqa: E402
-from metrics.aggregates import build_aggregates  # noqa: E402
-from metrics.coco_panoptic import write_png  # noqa: E402
-from metrics.output_folder import (  # noqa: E402
+from dump.aggregates import build_aggregates
+from dump.folder import (
     GT,
     Layout,
     new_manifest,
     write_annotation,
     write_class_names,
     write_manifest,
+    write_panoptic_png,
 )
-from metrics.render import render_panoptic, segments_to_class_map  # noqa: E402
+from eomt import atomic, classes
+from eomt.classes import class_entries
+from eomt.render import render_panoptic, segments_to_class_map
 
-CLASS_CSV = ROOT / "eomt" / "data" / "ade20k_panoptic_classes.csv"
-SAMPLE = ROOT.parent / "shared" / "reference" / "ade20k_sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "ade20k_sample"
 
 
 def ade20k_classes() -> list[dict]:
-    """The 150 ADE20K classes as manifest entries (read from the CSV so that tests need not import eomt)."""
-    with open(CLASS_CSV, newline="") as f:
-        return [{"id": int(r["id"]), "name": r["name"], "isthing": r["isthing"] == "1",
-                 "color": [int(r["r"]), int(r["g"]), int(r["b"])]} for r in csv.DictReader(f)]
+    """The 150 ADE20K classes as manifest entries."""
+    return class_entries(classes.ade20k_classes())
 
 
 def _upsample(grid: np.ndarray, height: int, width: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -182,7 +167,7 @@ def _write_source(layout: Layout, index: int, source: str, segment_map: np.ndarr
     class_map = segments_to_class_map(segment_map, info)
     picture = render_panoptic(class_map, segment_map, colors)
     atomic.write_png(layout.target_png(image) if source == GT else layout.pred_png(image, source), picture)
-    write_png(layout.panoptic_png(image, source), segment_map)
+    write_panoptic_png(layout.panoptic_png(image, source), segment_map)
     write_annotation(layout, image, source, {"image_id": index, "file_name": f"{image}.png", "segments_info": info})
 
 
@@ -238,7 +223,7 @@ def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = (
 
 def make_sample_folder(root: str | Path, models: tuple[str, ...] = ("large", "base", "small"),
                        seed: int = 0) -> Path:
-    """The three real ADE20K validation photos of ../shared with ground truth from their semantic annotations
+    """The three real ADE20K validation photos of tests/data with ground truth from their semantic annotations
     (stuff as one segment per class, things split into connected components) and synthetic predictions."""
     from PIL import Image
     from scipy import ndimage
@@ -333,47 +318,6 @@ def break_folder(root: str | Path) -> dict:
     layout.annotation_json(image, GT).unlink()
     layout.target_png(image).unlink()
     return broken
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_app(folder: str | Path, timeout: float = 90.0):
-    """`python gradio_app.py FOLDER` on a free loopback port, as a user starts it; yields its URL."""
-    port = free_port()
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, str(ROOT / "gradio_app.py"), str(folder), "--port", str(port)],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"the app exited with {process.returncode}:\n{log.read().decode()}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the app did not answer on {url} within {timeout} s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def main(argv: list[str] | None = None) -> None:
