@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
            "after start-up, not waited for")
 
     gt_counts = index.instance_counts["gt"]
-    common = [index.classes[c]["id"] for c in (-gt_counts.astype(bool).sum(axis=0)).argsort()[:40]]
+    common = [index.classes.classes[c].id for c in (-gt_counts.astype(bool).sum(axis=0)).argsort()[:40]]
     filter_times, sizes = [], []
     for k in range(args.repeat):
         image_filter = filters.ImageFilter(classes=(common[k % 40], common[(k * 7 + 1) % 40]), match="all",

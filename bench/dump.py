@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import eomt  # noqa: E402
 import predict_dump  # noqa: E402
+from eomt.config import PRECISIONS  # noqa: E402
 from eomt.transforms import resize_and_pad  # noqa: E402
 from segdata.ade20k import ADE20K  # noqa: E402
 from synthetic.ade20k import write_toy_ade20k
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--dtype", default="fp32", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--kept", type=int, default=40,
@@ -75,8 +76,7 @@ def main() -> None:
             pixels = [resize_and_pad(dataset.read_image(i), args.img_size)[0]
                       for i in range(start, min(start + args.batch_size, len(dataset)))]
             batches.append(torch.stack(pixels))
-        predictor = eomt.Predictor(eomt.load_model(checkpoint, device=args.device),
-                                   dtype={"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype])
+        predictor = eomt.Predictor(eomt.load_model(checkpoint, device=args.device), dtype=args.dtype)
         predictor.forward(batches[0])  # warm-up
         start = time.perf_counter()
         for batch in batches:

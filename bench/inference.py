@@ -29,9 +29,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 import torch  # noqa: E402
 
 import eomt  # noqa: E402
+from eomt.config import PRECISIONS  # noqa: E402
 from eomt.transforms import resize_and_pad  # noqa: E402
 
-PHOTO = ROOT.parent / "shared" / "reference" / "ade20k_sample" / "images" / "ADE_val_00000001.jpg"
+PHOTO = ROOT / "tests" / "data" / "ade20k_sample" / "images" / "ADE_val_00000001.jpg"
 SIZES = {"small": (384, 12, 6, 3), "base": (768, 12, 12, 3), "large": (1024, 24, 16, 4)}
 NUM_CLASSES = 133
 STUFF = list(range(80, 133))
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--dtype", default="fp32", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--ours-only", action="store_true", help="skip transformers (e.g. for GPU throughput)")
     parser.add_argument("--hf-memory", action="store_true",

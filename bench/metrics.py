@@ -29,7 +29,7 @@ N_CATEGORIES = 150
 
 
 def straightforward_counts(gt_map, gt_segments, pred_map, pred_segments) -> dict[int, pq.CategoryCounts]:
-    """The rules of ade20k-pq-reference.md section 4, coded the direct way."""
+    """panopticapi's rules (docs/metrics.md), coded the direct way."""
     gt_segms = {s["id"]: dict(s) for s in gt_segments}
     pred_segms = {s["id"]: dict(s) for s in pred_segments}
     labels, areas = np.unique(gt_map, return_counts=True)

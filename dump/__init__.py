@@ -1,1 +1,10 @@
-"""The batch dump behind predict_dump.py: model specs, dataset opening, the per-image writers and the passes."""
+"""The batch dump behind predict_dump.py and the output folder it writes.
+
+    run         DumpOptions and dump(): one run of several models over a dataset, reindex()
+    passes      the data pass and the per-model passes over the images (DataLoader workers, thread pool)
+    writer      the files of one image: its data (input, ground truth) and one model's prediction
+    aggregates  the derived files (COCO JSONs, segment_stats.csv, instance_counts.json) from panoptic/
+    folder      the output-folder contract: every file name, manifest and annotation I/O (no torch; the app reads it)
+    model_specs NAME=SOURCE[@PRESET] arguments and models files
+    demo        the embedded demo: the shipped toy models over the toy validation split
+"""

@@ -15,6 +15,9 @@ import json
 import os
 from pathlib import Path
 
+from dump.folder import INSTANCE_COUNTS, MANIFEST
+from dump.model_specs import ModelSpec
+from dump.run import DumpOptions, dump
 from segdata import scenes
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -34,20 +37,16 @@ CACHE_ENV = "EOMT_COMPARE_CACHE"
 
 def build_demo_data(folder: str | os.PathLike, num_images: int = DEMO_IMAGES) -> Path:
     """Writes the toy validation split (ADEChallengeData2016.zip + annotations_instance.zip) into `folder`."""
-    from segdata.scenes import write_scenes
-
-    return write_scenes(folder, num_train=0, num_val=num_images, seed=DEMO_SEED)
+    return scenes.write_scenes(folder, num_train=0, num_val=num_images, seed=DEMO_SEED)
 
 
 def build_demo_folder(out: str | os.PathLike, num_images: int = DEMO_IMAGES, overwrite: bool = False,
                       device: str = "cpu") -> Path:
-    """Runs the dump (predict_dump.py) with both demo models over the toy validation split into `out`.
+    """Runs the dump with both demo models over the toy validation split into `out`.
 
     The split is written to out/demo_data/ first (the manifest names it as the dataset). Like any dump, an
     interrupted build resumes. Raises RuntimeError when the dump does not finish every image.
     """
-    import predict_dump
-
     out = Path(out)
     missing = [str(path) for path in DEMO_MODELS.values() if not path.is_file()]
     if missing:
@@ -55,14 +54,13 @@ def build_demo_folder(out: str | os.PathLike, num_images: int = DEMO_IMAGES, ove
     data = out / DATA_FOLDER
     if overwrite or not _data_complete(data, num_images):
         build_demo_data(data, num_images)
-    argv = ["--data", str(data), "--out", str(out), "--device", device, "--workers", "0"]
-    for name, path in DEMO_MODELS.items():
-        argv += ["--model", f"{name}={path}"]
-    if overwrite:
-        argv.append("--overwrite")
-    code = predict_dump.main(argv)
-    if code != 0:
-        raise RuntimeError(f"building the demo folder {out} failed (predict_dump exit status {code})")
+    models = tuple(ModelSpec(name, str(path)) for name, path in DEMO_MODELS.items())
+    try:
+        status = dump(DumpOptions(out=out, data=data, models=models, device=device, workers=0, overwrite=overwrite))
+    except ValueError as e:  # refused (a folder written for other data, a model that does not load)
+        raise RuntimeError(f"building the demo folder {out} was refused: {e}") from None
+    if status != 0:
+        raise RuntimeError(f"building the demo folder {out} failed (dump exit status {status})")
     return out
 
 
@@ -94,7 +92,6 @@ def demo_key() -> str:
 
 def demo_complete(folder: Path) -> bool:
     """Whether `folder` holds a finished dump of every demo model over every image."""
-    from dump.folder import INSTANCE_COUNTS, MANIFEST
 
     try:
         manifest = json.loads((folder / MANIFEST).read_text())

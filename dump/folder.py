@@ -1,6 +1,6 @@
 """The output folder: the contract between predict_dump.py (writer) and gradio_app.py (reader).
 
-Every file name of the folder is spelled here and nowhere else. See architecture.md, "The output folder".
+Every file name of the folder is spelled here and nowhere else; docs/output-folder.md describes the contents.
 
     manifest.json, class_names.txt, failures.json
     val_XXXX_input.png, val_XXXX_target.png, val_XXXX_pred_<model>.png
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from eomt import atomic
+from eomt.classes import ClassTable
 from metrics.coco_panoptic import id2rgb
 
 FORMAT = "eomt-dump"
@@ -97,12 +98,8 @@ class Layout:
         return self.panoptic_dir(source) / f"{image}.json"
 
 
-def classes_from_manifest(manifest: dict) -> list[dict]:
-    return manifest["classes"]
-
-
-def write_class_names(layout: Layout, classes: list[dict]) -> None:
-    atomic.write_text(layout.file(CLASS_NAMES), "".join(f"{c['id']}\t{c['name']}\n" for c in classes))
+def write_class_names(layout: Layout, classes: ClassTable) -> None:
+    atomic.write_text(layout.file(CLASS_NAMES), "".join(f"{c.id}\t{c.name}\n" for c in classes))
 
 
 def read_json_file(path: Path) -> Any:

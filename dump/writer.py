@@ -55,13 +55,11 @@ def write_prediction(layout: Layout, index: int, model: str, result, colors: np.
     """Render, COCO panoptic PNG and annotation of one prediction; returns its PQ counts against the ground
     truth in the folder (None when there is none for this image)."""
     image_name = layout.image_name(index)
-    # COCO panoptic reserves id 0 for void; our segment ids start at 0, so shift by one.
-    coco_ids = result.segment_map.astype(np.int32) + 1
-    _, bboxes = areas_and_bboxes(coco_ids, [s["id"] + 1 for s in result.segments])
-    segments_info = [{"id": s["id"] + 1, "category_id": int(s["category_id"]), "iscrowd": 0,
-                      "isthing": int(bool(s["isthing"])), "area": int(s["area"]), "bbox": bbox,
-                      "score": round(float(s["score"]), 6)}
-                     for s, bbox in zip(result.segments, bboxes, strict=True)]
+    coco_ids, segments = result.coco()
+    _, bboxes = areas_and_bboxes(coco_ids, [s["id"] for s in segments])
+    # COCO's key order: the box before our extra score.
+    segments_info = [{**{k: v for k, v in s.items() if k != "score"}, "bbox": bbox, "score": s["score"]}
+                     for s, bbox in zip(segments, bboxes, strict=True)]
     atomic.write_png(layout.pred_png(image_name, model), render_panoptic(result.class_map, result.segment_map, colors))
     write_panoptic_png(layout.panoptic_png(image_name, model), coco_ids)
     counts = None

@@ -18,7 +18,7 @@ from eomt.config import EoMTConfig
 from eomt.presets import PRESETS
 
 if TYPE_CHECKING:
-    from eomt import transforms
+    from eomt import images, render, transforms
     from eomt.checkpoint import CheckpointError, load_model, save_model
     from eomt.modeling import EoMT
     from eomt.postprocess import PanopticResult
@@ -33,13 +33,15 @@ _LAZY = {
     "Predictor": "eomt.predictor",
 }
 
+_MODULES = ("transforms", "images", "render")
+
 __all__ = ["EoMTConfig", "PRESETS", "EoMT", "load_model", "save_model", "CheckpointError", "PanopticResult",
-           "Predictor", "transforms"]
+           "Predictor", "transforms", "images", "render"]
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "transforms":
-        return importlib.import_module("eomt.transforms")
+    if name in _MODULES:
+        return importlib.import_module(f"eomt.{name}")
     raise AttributeError(f"module 'eomt' has no attribute {name!r}")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from eomt.config import PRECISIONS, TASKS
+
 INSTANCE_MIN_SCORE = 0.5  # instances drawn and listed; the predictor returns the top 100 whatever their score
 
 
@@ -26,11 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("image", type=Path)
     predict.add_argument("--model", required=True, help="checkpoint file, HF folder, hub repo id or preset name")
     predict.add_argument("--preset", help="architecture preset, when the source does not tell")
-    predict.add_argument("--task", choices=["panoptic", "instance", "semantic"],
+    predict.add_argument("--task", choices=TASKS,
                          help="default: the task the model was trained for")
     predict.add_argument("--out", type=Path, required=True, help="output PNG")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    predict.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    predict.add_argument("--dtype", default="fp32", choices=PRECISIONS)
     return parser
 
 
@@ -64,8 +66,8 @@ def predict(args: argparse.Namespace) -> int:
     import torch
 
     import eomt
+    from eomt.images import load_image
     from eomt.render import render_panoptic
-    from eomt.transforms import load_image
 
     device = args.device
     if device == "auto":

@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
+
+import numpy as np
 
 _DATA = Path(__file__).with_name("data")
 
@@ -22,9 +24,68 @@ class ClassInfo:
     color: tuple[int, int, int]
 
 
-def class_entries(classes: Iterable[ClassInfo]) -> list[dict]:
-    """A class table as an output folder's manifest stores it: [{"id", "name", "isthing", "color"}]."""
-    return [{"id": c.id, "name": c.name, "isthing": c.isthing, "color": list(c.color)} for c in classes]
+@dataclass(frozen=True)
+class ClassTable:
+    """The classes of a dataset or a model in the one shape the product passes around, with the lookups every
+    consumer needs. Manifests store it as entries, configs as their class fields; both convert here."""
+
+    classes: tuple[ClassInfo, ...]
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.classes]
+        if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
+            raise ValueError(f"class ids must be distinct and non-negative, got {ids}")
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __iter__(self):
+        return iter(self.classes)
+
+    @cached_property
+    def names(self) -> dict[int, str]:
+        return {c.id: c.name for c in self.classes}
+
+    @cached_property
+    def isthing(self) -> dict[int, bool]:
+        """Class id -> thing (True) or stuff, in table order (the order panopticapi averages in)."""
+        return {c.id: c.isthing for c in self.classes}
+
+    @cached_property
+    def column(self) -> dict[int, int]:
+        """Class id -> its position in the table (the column of per-class count matrices)."""
+        return {c.id: k for k, c in enumerate(self.classes)}
+
+    @cached_property
+    def palette(self) -> np.ndarray:
+        """(largest id + 1, 3) uint8: the colour of every class id (black for ids the table skips)."""
+        palette = np.zeros((max(self.names, default=-1) + 1, 3), dtype=np.uint8)
+        for c in self.classes:
+            palette[c.id] = c.color
+        return palette
+
+    def label(self, class_id: int) -> str:
+        name = self.names.get(class_id)
+        return name if name is not None else f"unknown class {class_id}"
+
+    def entries(self) -> list[dict]:
+        """The manifest's form: [{"id", "name", "isthing", "color"}]."""
+        return [{"id": c.id, "name": c.name, "isthing": c.isthing, "color": list(c.color)} for c in self.classes]
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[dict]) -> ClassTable:
+        """The inverse of `entries`; ValueError for an entry that is not {id, name, isthing, RGB color}."""
+        classes = []
+        for entry in entries:
+            try:
+                color = tuple(int(v) for v in entry["color"])
+                info = ClassInfo(int(entry["id"]), str(entry["name"]), bool(entry["isthing"]), color)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"class entry {entry!r}: {e!r}") from None
+            if len(color) != 3 or not all(0 <= v <= 255 for v in color):
+                raise ValueError(f"class entry {entry!r}: color must be an RGB triple in 0..255")
+            classes.append(info)
+        return cls(tuple(classes))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from eomt.classes import ClassInfo, ClassTable
+
 TASKS = ("panoptic", "instance", "semantic")
+PRECISIONS = ("fp32", "bf16", "fp16")  # --dtype: float32, or bf16 / fp16 autocast (eomt.devices)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ class EoMTConfig:
 
     def class_name(self, class_id: int) -> str:
         return self.class_names[class_id] if self.class_names else f"class {class_id}"
+
+    def class_table(self) -> ClassTable:
+        """The model's classes (names "class N" and the fallback colours where the config has none)."""
+        stuff = set(self.stuff_classes)
+        return ClassTable(tuple(ClassInfo(i, self.class_name(i), i not in stuff, color)
+                                for i, color in enumerate(self.colors())))
 
     def colors(self) -> list[tuple[int, int, int]]:
         """One RGB colour per class: the configured palette, else a fixed pseudo-random one."""

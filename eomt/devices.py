@@ -1,12 +1,16 @@
-"""torch.distributed under torchrun, for the dump (ranks shard the images) and training (ranks shard batches)."""
+"""Where and in what precision a model runs: the `--device` and `--dtype` options of every command line, autocast,
+and torch.distributed under torchrun (the dump's ranks shard the images, training's ranks shard the batches)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from eomt.config import PRECISIONS
 
 
 @dataclass
@@ -64,6 +68,37 @@ def init_ranks(device: str) -> Ranks:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_nccl else "gloo")
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+
+
+_AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_ALIASES = {None: "fp32", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16", torch.float32: "fp32",
+            torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def precision_name(precision) -> str:
+    """fp32, bf16 or fp16 from a name, an alias (float32, bfloat16, float16) or a torch dtype; None is fp32."""
+    name = _ALIASES.get(precision, precision)
+    if name not in _AUTOCAST:
+        raise ValueError(f"dtype must be one of {', '.join(PRECISIONS)} (or the torch dtypes), got {precision!r}")
+    return name
+
+
+def autocast_dtype(precision) -> torch.dtype | None:
+    """The autocast dtype of a precision, None for fp32."""
+    return _AUTOCAST[precision_name(precision)]
+
+
+def check_precision(precision, device: str | torch.device) -> None:
+    """fp16 autocast is for CUDA (the official numbers were made there); on CPU it is slow where it works at all."""
+    if precision_name(precision) == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError("--dtype fp16 needs a CUDA device; on CPU use fp32 or bf16")
+
+
+def autocast(device: str | torch.device, precision):
+    """The autocast context of a precision on a device (a no-op for fp32)."""
+    check_precision(precision, device)
+    dtype = autocast_dtype(precision)
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> str:

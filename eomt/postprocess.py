@@ -18,11 +18,22 @@ import torch.nn.functional as F
 CHUNK_BYTES = 256 * 2**20  # working memory per chunk of upsampled masks
 
 
+SCORE_DIGITS = 6  # scores as files store them: enough to rank, and the same text on every rerun
+
+
 @dataclass
 class PanopticResult:
     segment_map: np.ndarray  # (H, W) int32 segment id, -1 = void
     class_map: np.ndarray  # (H, W) int32 class id, -1 = void
     segments: list[dict]  # {"id", "category_id", "isthing", "score", "area"}, ids 0, 1, 2, ... in acceptance order
+
+    def coco(self) -> tuple[np.ndarray, list[dict]]:
+        """The COCO panoptic form: an (H, W) int32 id map where 0 is void, so every id is ours + 1, and its
+        segments_info [{"id", "category_id", "iscrowd", "isthing", "area", "score"}]."""
+        segments = [{"id": int(s["id"]) + 1, "category_id": int(s["category_id"]), "iscrowd": 0,
+                     "isthing": int(bool(s["isthing"])), "area": int(s["area"]),
+                     "score": round(float(s["score"]), SCORE_DIGITS)} for s in self.segments]
+        return self.segment_map.astype(np.int32) + 1, segments
 
 
 def upsample_masks(mask_logits: torch.Tensor, img_size: int, resized_size: tuple[int, int],

@@ -3,11 +3,11 @@ autocast) and post-processing, for one image or a list of them."""
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
+from eomt.devices import autocast, precision_name
+from eomt.images import to_rgb_array
 from eomt.modeling import EoMT
 from eomt.postprocess import (
     PanopticResult,
@@ -15,11 +15,7 @@ from eomt.postprocess import (
     panoptic_segmentation,
     semantic_segmentation,
 )
-from eomt.transforms import resize_and_pad, sliding_windows, to_rgb_array
-
-_DTYPES = {None: None, "fp32": None, "float32": None, torch.float32: None, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, torch.float16: torch.float16}
+from eomt.transforms import resize_and_pad, sliding_windows
 
 
 class Predictor:
@@ -31,13 +27,11 @@ class Predictor:
 
     def __init__(self, model: EoMT, stuff_classes=None, score_threshold: float = 0.8,
                  overlap_threshold: float = 0.8, mask_threshold: float = 0.5, dtype=None):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of fp32, bf16, fp16 (or the torch dtypes), got {dtype!r}")
         self.model = model.eval()
         self.config = model.config
         self.img_size = model.config.img_size
         self.device = next(model.parameters()).device
-        self.dtype = _DTYPES[dtype]
+        self.precision = precision_name(dtype)
         self.stuff_classes = frozenset(model.config.stuff_classes if stuff_classes is None else stuff_classes)
         self.score_threshold = score_threshold
         self.overlap_threshold = overlap_threshold
@@ -47,8 +41,7 @@ class Predictor:
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) uint8 -> float32 (mask_logits, class_logits) on the model's device."""
         images = batch.to(self.device, non_blocking=True).float().div_(255)
-        precision = torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
-        with precision:
+        with autocast(self.device, self.precision):
             mask_logits, class_logits = self.model(images)
         return mask_logits.float(), class_logits.float()
 

@@ -1,9 +1,10 @@
-"""Exact panoptic and semantic metrics and the COCO panoptic format, in numpy (no torch, no gradio).
+"""Exact segmentation metrics in numpy (no torch, no gradio): numbers only.
 
     pq              panoptic quality as panopticapi computes it, per image, per class and over a dataset
-    coco_panoptic   id <-> RGB, PNG + JSON reading and writing, panopticapi's pq_compute on files
+    coco_panoptic   id <-> RGB, COCO panoptic PNG + JSON reading, panopticapi's pq_compute on files
     instance_counts instances per class in one image
     semantic        mIoU from a confusion matrix
-    output_folder, aggregates, atomic, render: the batch dump's output folder (see those modules)
     python -m metrics GT_JSON PRED_JSON [--gt-folder DIR] [--pred-folder DIR] [--per-image]
+
+The rules are stated in docs/metrics.md.
 """

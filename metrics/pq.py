@@ -4,7 +4,7 @@
 negative, and the intersection matrix), `image_counts` sums that into per-category counts (tp, fp, fn, iou_sum),
 `sum_counts` adds them over images, and `pq_summary` turns counts into per-class PQ/SQ/RQ and the
 All/Things/Stuff averages over the active categories. The viewer's per-segment matching is `match_image` too.
-The rules (ade20k-pq-reference.md, section 4):
+The rules (docs/metrics.md, "Panoptic quality"):
 
 - a (gt, pred) pair matches when the gt segment is not crowd, the categories are equal and IoU > 0.5, where the
   union leaves out the prediction's pixels on gt void;
@@ -247,11 +247,24 @@ def sum_counts(per_image: Iterable[Mapping[int, CategoryCounts]]) -> dict[int, C
     return total
 
 
+def quality(tp, fp, fn, iou_sum):
+    """(PQ, SQ, RQ) of a category's counts; scalars or arrays of categories alike (elementwise).
+
+    The expressions are panopticapi's, in float64, so results agree to the last bit; PQ is not SQ * RQ. SQ is 0
+    without a TP; PQ and RQ are NaN (arrays) or ZeroDivisionError (scalars) for a category with no activity."""
+    if all(isinstance(v, int | float | np.number) for v in (tp, fp, fn, iou_sum)):
+        denominator = tp + 0.5 * fp + 0.5 * fn
+        return iou_sum / denominator, iou_sum / tp if tp != 0 else 0.0, tp / denominator
+    tp, fp, fn, iou_sum = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, iou_sum))
+    denominator = tp + 0.5 * fp + 0.5 * fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return iou_sum / denominator, np.where(tp != 0, iou_sum / np.where(tp != 0, tp, 1), 0.0), tp / denominator
+
+
 def _class_metrics(c: CategoryCounts) -> dict:
-    # The expressions are panopticapi's, so results agree to the last bit; PQ is not computed as SQ * RQ.
-    denominator = c.tp + 0.5 * c.fp + 0.5 * c.fn
-    return {"pq": c.iou_sum / denominator, "sq": c.iou_sum / c.tp if c.tp != 0 else 0.0,
-            "rq": c.tp / denominator, "tp": c.tp, "fp": c.fp, "fn": c.fn, "iou_sum": c.iou_sum}
+    pq_value, sq_value, rq_value = quality(c.tp, c.fp, c.fn, c.iou_sum)
+    return {"pq": pq_value, "sq": sq_value, "rq": rq_value, "tp": c.tp, "fp": c.fp, "fn": c.fn,
+            "iou_sum": c.iou_sum}
 
 
 def pq_summary(counts: Mapping[int, CategoryCounts], categories: Mapping[int, bool]) -> dict:

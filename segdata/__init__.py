@@ -1,2 +1,3 @@
-"""Dataset readers: ADE20K panoptic (ade20k.py, from the zips or extracted folders), a plain image folder
-(image_folder.py), and a writer of small ADE20K-format zips (ade20k_writer.py)."""
+"""Datasets: ADE20K panoptic read straight from its zips or extracted folders (ade20k.py), a writer of ADE20K-format
+zips (ade20k_writer.py), plain folders of photos (image_folder.py), what `--data` points at (detect.py), and the
+toy scenes the demo models are trained on (scenes.py, `python -m segdata.scenes`)."""

@@ -1,6 +1,6 @@
 """ADE20K panoptic validation/training data, read straight from the two zips users have (or their extracted folders).
 
-Accepted layouts of `root` (ade20k-pq-reference.md, section 1):
+Accepted layouts of `root` (as the dataset is distributed, or as users extract it):
 
     zips          ADEChallengeData2016.zip + annotations_instance.zip
     EoMT          ADEChallengeData2016/{images,annotations}/<split>/ + annotations_instance/<split>/
@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from eomt.classes import ade20k_classes
+from eomt.images import to_rgb_image
 from metrics.coco_panoptic import areas_and_bboxes
-from segdata.image_folder import to_rgb
 
 IMAGES_ZIP = "ADEChallengeData2016.zip"
 INSTANCES_ZIP = "annotations_instance.zip"
@@ -252,7 +252,7 @@ class ADE20K:
     def read_image(self, index: int) -> Image.Image:
         """The RGB image (grayscale and CMYK JPEGs converted). EXIF orientation is not applied: the annotations
         are aligned with the stored pixels."""
-        return to_rgb(self._decode(self._source, self._image_members[index]))
+        return to_rgb_image(self._decode(self._source, self._image_members[index]))
 
     def _semantic_member(self, index: int) -> str:
         name = f"{self.stems[index]}.png"

@@ -1,5 +1,5 @@
 """Writes small ADE20K-format datasets: ADEChallengeData2016.zip + annotations_instance.zip, member for member in
-the layout of the real ones (ade20k-pq-reference.md, section 1), for tests and for the demo data.
+the layout of the real ones, for tests and for the demo data.
 
     write_ade20k_zips(folder, {"validation": [(stem, image, semantic, instance_or_None), ...], "training": [...]})
 """

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from eomt.images import to_rgb_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class ImageFolderError(ValueError):
     pass
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB version of any PIL image; 16-bit grayscale is scaled to 8 bits rather than clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8))
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 class ImageFolder:
@@ -48,6 +40,6 @@ class ImageFolder:
         try:
             with Image.open(path) as image:
                 image.load()
-                return to_rgb(image)
+                return to_rgb_image(image)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ImageFolderError(f"{path}: cannot decode image ({e})") from None

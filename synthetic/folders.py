@@ -29,16 +29,16 @@ from dump.folder import (
     write_manifest,
     write_panoptic_png,
 )
-from eomt import atomic, classes
-from eomt.classes import class_entries
+from eomt import atomic
+from eomt.classes import ClassTable, ade20k_classes
 from eomt.render import render_panoptic, segments_to_class_map
 
+MODELS = ("alpha", "beta", "gamma")  # the models of a synthetic folder, best first
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "ade20k_sample"
 
 
-def ade20k_classes() -> list[dict]:
-    """The 150 ADE20K classes as manifest entries."""
-    return class_entries(classes.ade20k_classes())
+def ade20k_table() -> ClassTable:
+    return ClassTable(ade20k_classes())
 
 
 def _upsample(grid: np.ndarray, height: int, width: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -132,14 +132,13 @@ def _perturb(cell_class: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
     return pred
 
 
-def write_image(layout: Layout, index: int, models: list[str], classes: list[dict], pool: np.ndarray,
+def write_image(layout: Layout, index: int, models: list[str], classes: ClassTable, pool: np.ndarray,
                 size: tuple[int, int], seed: int, photo: np.ndarray | None = None,
                 gt_grid: np.ndarray | None = None, grid: tuple[int, int] = (6, 8)) -> None:
     """All files of one image: input, ground truth and every model's prediction (renders, COCO PNG + JSON)."""
     rng = np.random.default_rng([seed, index])
     height, width = size
-    isthing = {c["id"]: bool(c["isthing"]) for c in classes}
-    colors = np.array([c["color"] for c in classes], dtype=np.uint8)
+    isthing, colors = classes.isthing, classes.palette
     image = layout.image_name(index)
     if gt_grid is None:
         # Each image shows a few of the pool's classes, so that class filters select some images and not others.
@@ -171,14 +170,15 @@ def _write_source(layout: Layout, index: int, source: str, segment_map: np.ndarr
     write_annotation(layout, image, source, {"image_id": index, "file_name": f"{image}.png", "segments_info": info})
 
 
-def _manifest(layout: Layout, models: list[str], classes: list[dict], sizes: list[tuple[int, int]],
+def _manifest(layout: Layout, models: list[str], classes: ClassTable, sizes: list[tuple[int, int]],
               keys: list[str], sources: dict[str, str] | None = None) -> dict:
     images = [{"index": i, "key": keys[i], "stem": keys[i], "width": w, "height": h}
               for i, (h, w) in enumerate(sizes)]
     model_entries = [{"name": m, "source": (sources or {}).get(m, f"synthetic/{m}"), "preset": None,
                       "img_size": None, "device": "cpu", "dtype": "fp32", "images_done": len(sizes),
                       "seconds_per_image": 0.0} for m in models]
-    return new_manifest({"name": "synthetic", "split": "validation", "root": None}, images, model_entries, classes)
+    return new_manifest({"name": "synthetic", "split": "validation", "root": None}, images, model_entries,
+                        classes.entries())
 
 
 def _write_chunk(args) -> None:
@@ -188,7 +188,7 @@ def _write_chunk(args) -> None:
         write_image(layout, index, models, classes, pool, size, seed, grid=grid)
 
 
-def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = ("alpha", "beta"),
+def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = MODELS,
                 size: tuple[int, int] = (48, 64), seed: int = 0, n_classes: int = 12, workers: int = 1,
                 grid: tuple[int, int] = (6, 8), aggregates: bool = True) -> Path:
     """A complete output folder of `n_images` synthetic images and `models` predictions; returns its path.
@@ -196,10 +196,10 @@ def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = (
     The classes are the full ADE20K table; images draw from `n_classes` of them (things and stuff mixed), so
     filters have something to find."""
     root = Path(root)
-    classes = ade20k_classes()
+    classes = ade20k_table()
     rng = np.random.default_rng(seed)
-    things = [c["id"] for c in classes if c["isthing"]]
-    stuff = [c["id"] for c in classes if not c["isthing"]]
+    things = [c.id for c in classes if c.isthing]
+    stuff = [c.id for c in classes if not c.isthing]
     n_things = min(len(things), max(1, n_classes // 2))
     pool = np.array(sorted(rng.choice(things, n_things, replace=False).tolist()
                            + rng.choice(stuff, n_classes - n_things, replace=False).tolist()))
@@ -229,9 +229,8 @@ def make_sample_folder(root: str | Path, models: tuple[str, ...] = ("large", "ba
     from scipy import ndimage
 
     root = Path(root)
-    classes = ade20k_classes()
-    isthing = {c["id"]: bool(c["isthing"]) for c in classes}
-    colors = np.array([c["color"] for c in classes], dtype=np.uint8)
+    classes = ade20k_table()
+    isthing, colors = classes.isthing, classes.palette
     photos = sorted((SAMPLE / "images").glob("*.jpg"))
     layout = Layout(root, len(photos))
     sizes = []

@@ -90,7 +90,7 @@ def hf_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def official_keys(dim: int, depth: int, num_patches: int, num_queries: int, num_classes: int,
                   num_blocks: int) -> dict[str, tuple[int, ...]]:
-    """Every tensor of an official (GELU) checkpoint with its shape, from the table of eomt-reference.md."""
+    """Every tensor of an official (GELU) checkpoint with its shape, as the official checkpoints store them."""
     b = "network.encoder.backbone."
     keys = {
         "network.attn_mask_probs": (num_blocks,),

@@ -51,7 +51,7 @@ def smooth_image(seed):
 
 
 def expected_panoptic(semantic, instance):
-    """ade20k-pq-reference.md section 2, written the direct way: (category map, -1 = void; instance index map)."""
+    """The panoptic ground truth as Mask2Former and EoMT build it, written the direct way: (category map, -1 = void; instance index map)."""
     category = np.full(semantic.shape, -1)
     index = np.zeros(semantic.shape, int)
     for c in CLASSES:

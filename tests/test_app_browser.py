@@ -59,11 +59,11 @@ def test_a_user_session(page, folder):
     wait_for_image(page, "val_0002")
 
     # Select a class and apply the filter: the list and the first image follow.
-    class_id = max(index.column, key=lambda c: (index.instance_counts[GT][:, index.column[c]] > 0).sum()
-                   if (index.instance_counts[GT][:, index.column[c]] > 0).sum() < index.n_images else -1)
+    class_id = max(index.classes.column, key=lambda c: (index.instance_counts[GT][:, index.classes.column[c]] > 0).sum()
+                   if (index.instance_counts[GT][:, index.classes.column[c]] > 0).sum() < index.n_images else -1)
     expected = [index.images[p] for p in filter_images(index, ImageFilter(classes=(class_id,)))]
     assert 1 < len(expected) < index.n_images
-    name = index.class_names[class_id]
+    name = index.classes.names[class_id]
     page.locator("#vw-classes input").click()
     page.locator("#vw-classes input").fill(name)
     page.get_by_role("option", name=f"{name} ({class_id})", exact=True).click()

@@ -16,25 +16,13 @@ from gradio_client import Client
 
 import gradio_app
 from dump.folder import GT
-from synthetic.folders import break_folder, make_folder
+from synthetic.folders import MODELS, break_folder, make_folder
 from tests.app_runner import ROOT, running_app
 from viewer.filters import ImageFilter, filter_images, rank_images
 from viewer.index import load_folder
 
-MODELS = ("alpha", "beta", "gamma")
 # Display controls, in the order every image event takes them (after the hidden session state).
 CONTROLS = (list(MODELS), "labels", 0.6, True, False, True, "alpha", "beta")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("server") / "out", n_images=10, models=MODELS, seed=8)
-
-
-@pytest.fixture(scope="module")
-def app(folder):
-    with running_app(folder) as url:
-        yield url
 
 
 def frame(value) -> pd.DataFrame:
@@ -49,7 +37,7 @@ def files(update):
 def test_every_event_has_a_name(app):
     endpoints = Client(app, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/load", "/filter", "/rank", "/previous", "/next", "/jump", "/select_row", "/inspect",
-                 "/export_list", "/export_image", "/dataset", "/confusion", "/live_run", "/render_error_maps"):
+                 "/export_list", "/export_image", "/dataset", "/confusion", "/live_run", "/render"):
         assert name in endpoints
 
 
@@ -66,7 +54,7 @@ def test_browse_filter_rank_and_inspect_through_the_endpoints(app, folder):
     assert client.predict("val_0007", *CONTROLS, api_name="/jump")[0] == "val_0007"
     assert client.predict(*CONTROLS, api_name="/previous")[0] == "val_0006"
 
-    person_like = max(index.column, key=lambda c: (index.instance_counts[GT][:, index.column[c]] > 0).sum())
+    person_like = max(index.classes.column, key=lambda c: (index.instance_counts[GT][:, index.classes.column[c]] > 0).sum())
     expected = filter_images(index, ImageFilter(classes=(person_like,)))
     filtered = client.predict([person_like], "all", GT, 0, 0, 0, 0, *CONTROLS, api_name="/filter")
     assert filtered[0] == index.images[expected[0]]
@@ -93,7 +81,7 @@ def test_display_controls_and_dataset_endpoints(app):
     client = Client(app, verbose=False)
     client.predict(*CONTROLS, api_name="/load")
     with_errors = client.predict(list(MODELS), "overlay", 0.3, False, True, True, "alpha", "gamma",
-                                 api_name="/render_error_maps")
+                                 api_name="/render")
     html = with_errors[2]
     assert all(f"{m}: errors" in html for m in MODELS) and "A = alpha vs B = gamma" in html
     assert "vw-overlay" in html and "--vw-opacity:0.300" in html

@@ -168,7 +168,7 @@ def test_config_round_trips_through_json():
     assert len(tiny_config().colors()) == 5 and len(set(tiny_config().colors())) == 5
 
 
-# Every checkpoint of eomt-reference.md section 2: (backbone size, img_size, classes, queries, blocks, task).
+# Every published checkpoint of the official zoo: (backbone size, img_size, classes, queries, blocks, task).
 ZOO = {
     "ade20k_panoptic_eomt_large_640": ("large", 640, 150, 200, 4, "panoptic"),
     "ade20k_panoptic_eomt_large_1280": ("large", 1280, 150, 200, 4, "panoptic"),

@@ -12,7 +12,8 @@ from PIL import Image
 
 import eomt
 from eomt.__main__ import main
-from eomt.transforms import padded_size, resize_and_pad, to_rgb_array, window_starts
+from eomt.images import to_rgb_array
+from eomt.transforms import padded_size, resize_and_pad, window_starts
 from synthetic.models import confident_model, tiny_ade_config
 from tests.oracles import REPO, SAMPLE_IMAGE
 
@@ -94,7 +95,7 @@ def test_image_modes_are_converted(predictor, tmp_path):
 def test_16_bit_png_is_scaled_not_clipped(predictor, tmp_path):
     gray8 = _photo(40, 60)[..., 0]
     Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # 16-bit grayscale PNG
-    deep = eomt.transforms.load_image(tmp_path / "deep.png")
+    deep = eomt.images.load_image(tmp_path / "deep.png")
     assert deep.mode.startswith("I")
     np.testing.assert_array_equal(to_rgb_array(deep), np.repeat(gray8[..., None], 3, 2))
     np.testing.assert_array_equal(to_rgb_array(gray8.astype(np.uint16) * 257), np.repeat(gray8[..., None], 3, 2))
@@ -117,9 +118,9 @@ def test_bad_images_are_clear_errors(predictor, image, message):
 def test_unreadable_image_file(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(ValueError, match="broken.png: cannot read image"):
-        eomt.transforms.load_image(tmp_path / "broken.png")
+        eomt.images.load_image(tmp_path / "broken.png")
     with pytest.raises(ValueError, match="missing.jpg: cannot read image"):
-        eomt.transforms.load_image(tmp_path / "missing.jpg")
+        eomt.images.load_image(tmp_path / "missing.jpg")
 
 
 def test_batch_and_dataloader_paths_equal_single_images(predictor):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from dump.folder import GT
+from eomt.classes import ClassInfo, ClassTable
 from synthetic.folders import make_folder
 from viewer import navigation
 from viewer.filters import ImageFilter, filter_images, rank_images
@@ -19,7 +20,8 @@ WALL, SKY, PERSON = 0, 2, 12  # ADE20K ids: two stuff classes and a thing
 
 def hand_made_index():
     """Four images; GT counts: 0 = wall + sky + 2 persons, 1 = wall, 2 = 3 persons, 3 = nothing labelled."""
-    column = {WALL: 0, SKY: 1, PERSON: 2}
+    classes = ClassTable((ClassInfo(WALL, "wall", False, (1, 1, 1)), ClassInfo(SKY, "sky", False, (2, 2, 2)),
+                          ClassInfo(PERSON, "person", True, (3, 3, 3))))
     gt = np.array([[1, 1, 2], [1, 0, 0], [0, 0, 3], [0, 0, 0]], dtype=np.int32)
     model = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [0, 0, 0]], dtype=np.int32)
     metrics = {
@@ -28,7 +30,7 @@ def hand_made_index():
         "B": pd.DataFrame({"pq": [0.6, 0.1, 0.3, 0.2], "sq": 0.5, "rq": 0.5, "tp": [1, 1, 1, 1],
                            "fp": [0, 0, 0, 0], "fn": [0, 0, 0, 0]}),
     }
-    return SimpleNamespace(n_images=4, column=column, instance_counts={GT: gt, "A": model},
+    return SimpleNamespace(n_images=4, classes=classes, instance_counts={GT: gt, "A": model},
                            available={GT: np.ones(4, bool), "A": np.array([True, True, True, False])},
                            models=["A", "B"], image_metrics=metrics,
                            images=[f"val_{i:04d}" for i in range(4)])

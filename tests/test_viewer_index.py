@@ -11,23 +11,11 @@ import pytest
 from dump.folder import GT, INSTANCE_COUNTS, SEGMENT_STATS, FolderError
 from metrics import pq
 from metrics.coco_panoptic import read_png
-from synthetic.folders import break_folder, make_folder
+from synthetic.folders import MODELS, break_folder, make_folder
 from viewer import tables
 from viewer.index import check_annotations, load_folder, per_image_metrics, summary_markdown
 from viewer.labelmaps import LabelMapError, load_label_map
 from viewer.panels import DisplayOptions, image_panels
-
-MODELS = ("alpha", "beta", "gamma")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("index") / "out", n_images=8, models=MODELS, seed=3)
-
-
-@pytest.fixture(scope="module")
-def index(folder):
-    return load_folder(folder)
 
 
 def saved(folder) -> dict:
@@ -35,7 +23,7 @@ def saved(folder) -> dict:
 
 
 def test_opens_a_complete_folder_without_problems(index):
-    assert index.n_images == 8
+    assert index.n_images == 10
     assert index.models == list(MODELS)
     assert index.problems == []
     assert "nothing missing" in summary_markdown(index)
@@ -54,7 +42,7 @@ def test_per_image_metrics_equal_the_folders_metrics(folder, index):
             assert (row["tp"], row["fp"], row["fn"]) == (entry["tp"], entry["fp"], entry["fn"])
             assert row["classes"] == len(entry["per_class_pq"])
             checked += 1
-    assert checked == 8 * len(MODELS)
+    assert checked == index.n_images * len(MODELS)
 
 
 def test_per_image_pq_is_the_mean_over_active_classes_not_pooled_counts():
@@ -76,15 +64,15 @@ def test_instance_counts_equal_the_folders_instance_counts(folder, index):
         for pos, image in enumerate(index.images):
             label = f"{image}_target" if source == GT else f"{image}_pred_{source}"
             expected = {name: n for name, n in counts[label].items()}
-            got = {index.class_names[c["id"]]: int(index.instance_counts[source][pos, index.column[c["id"]]])
-                   for c in index.classes if index.instance_counts[source][pos, index.column[c["id"]]]}
+            got = {index.classes.names[c["id"]]: int(index.instance_counts[source][pos, index.classes.column[c["id"]]])
+                   for c in index.classes.entries() if index.instance_counts[source][pos, index.classes.column[c["id"]]]}
             assert got == expected
 
 
 def test_counts_of_segment_stats_equal_counts_from_the_pngs(index):
     for model in MODELS:
         for pos, image in enumerate(index.images):
-            from_file = index.image_counts(pos, model)
+            from_file = index.stored_counts(pos, model)
             fresh = pq.image_counts(read_png(index.layout.panoptic_png(image, GT)), index.segments(GT, pos),
                                     read_png(index.layout.panoptic_png(image, model)), index.segments(model, pos))
             assert from_file.keys() == fresh.keys()
@@ -113,7 +101,7 @@ def test_a_broken_folder_opens_and_says_what_is_missing(tmp_path):
     assert f"without a prediction of {model}: {image}" in text
     pos = index.images.index(image)
     assert not index.has(model, pos)
-    assert any("no prediction" in note for note in index.image_notes[pos])
+    assert any("no prediction" in note for note in index.image_notes(pos))
 
     # A malformed annotation is found by the background check, and when its image is shown.
     image, model = broken["malformed_json"]
@@ -122,7 +110,7 @@ def test_a_broken_folder_opens_and_says_what_is_missing(tmp_path):
         load_label_map(index, pos, model)
     assert check_annotations(index) == 1
     assert f"model {model}: unreadable annotation JSON for 1 images: {image}" in index.problems[-1]
-    assert any("not readable JSON" in note for note in index.image_notes[pos])
+    assert any("not readable JSON" in note for note in index.image_notes(pos))
 
     image = broken["no_ground_truth"]
     assert f"1 of 6 images without ground truth: {image}" in text
@@ -163,7 +151,7 @@ def test_a_stale_or_malformed_segment_stats_is_reported(tmp_path):
     index = load_folder(folder)
     assert any("lacks 1 images of alpha" in p and "val_0002" in p for p in index.problems)
     assert not index.covered["alpha"][2] and index.covered["alpha"][1]
-    assert tables.image_counts(index, 2, "alpha")[1] == "computed from the PNGs"
+    assert tables.pair_counts(index, 2, "alpha")[1] == "computed from the PNGs"
 
     (folder / SEGMENT_STATS).write_text("image,model\nval_0000")
     index = load_folder(folder)

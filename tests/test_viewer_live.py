@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from eomt.postprocess import PanopticResult
 from synthetic.folders import make_folder
 from tests.app_runner import ROOT
 from viewer import live
@@ -42,10 +43,10 @@ def test_opening_a_folder_and_building_the_page_do_not_import_torch(folder):
 
 
 def test_prediction_labels_are_shifted_to_coco_ids():
-    result = SimpleNamespace(segment_map=np.array([[-1, 0], [1, 1]], dtype=np.int32),
-                             class_map=np.array([[-1, 4], [7, 7]], dtype=np.int32),
-                             segments=[{"id": 0, "category_id": 4, "isthing": True, "score": 0.9, "area": 1},
-                                       {"id": 1, "category_id": 7, "isthing": False, "score": 0.8, "area": 2}])
+    result = PanopticResult(segment_map=np.array([[-1, 0], [1, 1]], dtype=np.int32),
+                            class_map=np.array([[-1, 4], [7, 7]], dtype=np.int32),
+                            segments=[{"id": 0, "category_id": 4, "isthing": True, "score": 0.9, "area": 1},
+                                      {"id": 1, "category_id": 7, "isthing": False, "score": 0.8, "area": 2}])
     labels = live.prediction_labels(result)
     assert labels.segment_map.tolist() == [[0, 1], [2, 2]]  # -1 (void) becomes 0, COCO's void
     assert labels.class_map.tolist() == [[-1, 4], [7, 7]]
@@ -54,7 +55,7 @@ def test_prediction_labels_are_shifted_to_coco_ids():
 
 def test_a_failing_model_shows_its_error_and_the_others_still_run(folder, monkeypatch):
     index = load_folder(folder)
-    ok = SimpleNamespace(panoptic=lambda photo: SimpleNamespace(
+    ok = SimpleNamespace(panoptic=lambda photo: PanopticResult(
         segment_map=np.zeros(photo.shape[:2], np.int32), class_map=np.full(photo.shape[:2], 3, np.int32),
         segments=[{"id": 0, "category_id": 3, "isthing": False, "score": 1.0, "area": photo.shape[0] * photo.shape[1]}]))
 
@@ -68,7 +69,7 @@ def test_a_failing_model_shows_its_error_and_the_others_still_run(folder, monkey
     assert result.photo.shape == (6, 5, 3)
     assert result.labels["hub"] == "hub: FileNotFoundError: hub: checkpoint not available locally"
     assert result.labels["tiny"].class_map.tolist() == [[3] * 5] * 6
-    panels = build_panels(None, result.labels, index.colors, DisplayOptions())
+    panels = build_panels(None, result.labels, index.classes.palette, DisplayOptions())
     assert [p.title for p in panels] == ["Input", "tiny", "hub"] and panels[2].note.startswith("hub:")
 
 
@@ -90,8 +91,8 @@ def test_a_local_checkpoint_runs_live_end_to_end(folder, tmp_path):
     assert labels.shape == (45, 70)
     assert set(np.unique(labels.segment_map)) <= {0, *labels.segments}
     options = DisplayOptions(mode="overlay")
-    html = panels_html(build_panels(None, result.labels, index.colors, options), png_bytes(photo), [], "live",
+    html = panels_html(build_panels(None, result.labels, index.classes.palette, options), png_bytes(photo), [], "live",
                        options)
     assert html.count('class="vw-panel ') == 2
-    row = inspect_maps(None, result.labels, 10, 20, index.class_label).iloc[0]
+    row = inspect_maps(None, result.labels, 10, 20, index.classes.label).iloc[0]
     assert row["source"] == "tiny" and row["class"]

@@ -194,7 +194,7 @@ def test_one_colour_per_class_in_every_panel_image_and_the_legend(tmp_path):
                 colours = {tuple(v) for v in panel.fill.rgba()[class_map == class_id][:, :3].tolist()}
                 seen.setdefault(class_id, set()).update(colours)
         for name, colour in legend_classes(index, pos, index.models):
-            class_id = next(c for c, n in index.class_names.items() if n == name)
+            class_id = next(c for c, n in index.classes.names.items() if n == name)
             assert tuple(int(v) for v in colour) == manifest_colors[class_id]
     assert len(seen) > 5
     for class_id, colours in seen.items():

@@ -10,21 +10,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from dump.folder import INSTANCE_COUNTS
-from synthetic.folders import make_folder
+from eomt.classes import ClassInfo, ClassTable
+from synthetic.folders import MODELS
 from viewer import dataset, plots, tables
-from viewer.index import load_folder
-
-MODELS = ("alpha", "beta", "gamma")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return make_folder(tmp_path_factory.mktemp("tables") / "out", n_images=10, models=MODELS, seed=4)
-
-
-@pytest.fixture(scope="module")
-def index(folder):
-    return load_folder(folder)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +97,7 @@ def test_dataset_pq_is_not_a_mean_of_per_image_scores():
     # per-image scores would be 0.45; summed counts give 0.9 / (1 + 3/2) = 0.36, as panopticapi.
     stats = pd.DataFrame({"model": ["m", "m"], "category_id": [5, 5], "tp": [1, 0], "fp": [0, 3], "fn": [0, 0],
                           "iou_sum": [0.9, 0.0], "pos": [0, 1]})
-    index = SimpleNamespace(stats=stats, n_images=2, class_label=lambda c: f"class {c}", isthing={5: True})
+    index = SimpleNamespace(stats=stats, n_images=2, classes=ClassTable((ClassInfo(5, "class 5", True, (1, 2, 3)),)))
     row = dataset.class_metrics(index, ["m"]).iloc[0]
     assert row["PQ"] == pytest.approx(0.36)
     assert (row["TP"], row["FP"], row["images"]) == (1, 3, 2)

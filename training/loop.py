@@ -11,7 +11,6 @@ config, what eomt.load_model reads), `log.jsonl` (losses and learning rate every
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -28,7 +27,7 @@ import eomt
 from eomt import atomic
 from eomt.classes import ade20k_classes
 from eomt.config import EoMTConfig
-from eomt.devices import Ranks, init_ranks, resolve_device
+from eomt.devices import Ranks, autocast, check_precision, init_ranks, resolve_device
 from eomt.modeling import EoMT
 from eomt.presets import class_metadata
 from metrics import pq
@@ -100,14 +99,6 @@ class TrainOptions:
 
 # ---------------------------------------------------------------------------------------------- processes
 
-def autocast(device: torch.device, dtype: str):
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    if dtype == "fp16" and device.type != "cuda":
-        raise ValueError("--dtype fp16 needs a CUDA device; on CPU use fp32 or bf16")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
-
-
 # --------------------------------------------------------------------------------------------------- model
 
 def dataset_metadata() -> dict:
@@ -171,14 +162,13 @@ def evaluate(model: EoMT, dataset, limit: int | None = None, dtype: str = "fp32"
     """Panoptic quality (panopticapi's definition, metrics.pq) of `model` on the first `limit` images of an
     ADE20K-format split: {"All", "Things", "Stuff", "per_class"} with per_class keyed by class name."""
     was_training = model.training
-    predictor = eomt.Predictor(model.eval(), dtype=None if dtype == "fp32" else dtype)
+    predictor = eomt.Predictor(model.eval(), dtype=dtype)
     counts = []
     indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
     for index in tqdm(indices, desc="validation", unit="img", disable=not progress, dynamic_ncols=True):
         sample = dataset[index]
-        result = predictor.panoptic(sample.image)
-        pred_segments = [{"id": s["id"] + 1, "category_id": s["category_id"]} for s in result.segments]
-        counts.append(pq.image_counts(sample.segment_map, sample.segments, result.segment_map + 1, pred_segments))
+        pred_map, pred_segments = predictor.panoptic(sample.image).coco()
+        counts.append(pq.image_counts(sample.segment_map, sample.segments, pred_map, pred_segments))
     model.train(was_training)
     config = model.config
     categories = {i: i not in set(config.stuff_classes) for i in range(config.num_classes)}
@@ -216,17 +206,31 @@ def train(options: TrainOptions) -> dict:
         procs.close()
 
 
-def _check(options: TrainOptions, procs: Ranks) -> None:
+def _check(options: TrainOptions, procs: Ranks, device: torch.device) -> None:
     if options.batch_size % procs.world:
         raise ValueError(f"--batch-size {options.batch_size} must be a multiple of the {procs.world} processes")
     if options.steps < 1 or options.warmup_steps < 0 or not 0 <= options.anneal_start <= options.anneal_end <= 1:
         raise ValueError("need steps >= 1, warmup_steps >= 0 and 0 <= anneal_start <= anneal_end <= 1")
-    if options.dtype not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"--dtype must be fp32, bf16 or fp16, got {options.dtype!r}")
+    check_precision(options.dtype, device)
+
+
+@dataclass
+class _Run:
+    """What the training loop works on."""
+
+    options: TrainOptions
+    procs: Ranks
+    device: torch.device
+    out: Path
+    model: EoMT
+    network: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    start_step: int
 
 
 def _train(options: TrainOptions, procs: Ranks, device: torch.device, reader) -> dict:
-    _check(options, procs)
+    _check(options, procs, device)
     out = Path(options.out)
     if (out / CHECKPOINT).exists() and not options.resume:
         raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
@@ -236,13 +240,29 @@ def _train(options: TrainOptions, procs: Ranks, device: torch.device, reader) ->
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
     dataset = reader(options.data, options.split)
-    model = build_model(options, dataset_metadata()) if resumed is None else EoMT(
-        EoMTConfig.from_dict(resumed["config"]))
-    if resumed is not None:
+    if len(dataset) < options.batch_size:
+        raise ValueError(f"{options.data}: {len(dataset)} {options.split} images, fewer than one batch of "
+                         f"{options.batch_size}")
+    run = _setup(options, procs, device, out, resumed)
+    del resumed
+    seconds = _loop(run, dataset)
+    with torch.no_grad():
+        run.model.attn_mask_probs.zero_()  # annealed: the saved network runs as inference does
+    if procs.is_main:
+        save_run(out, run.model, run.optimizer, run.scaler, options.steps, options)
+    summary = _validate(run, reader) if procs.is_main and options.val_limit != 0 else None
+    return {"model": str(out / MODEL), "network": run.model.eval(), "steps": options.steps - run.start_step,
+            "seconds": seconds, "val": summary}
+
+
+def _setup(options: TrainOptions, procs: Ranks, device: torch.device, out: Path, resumed: dict | None) -> _Run:
+    """The model (new, from --init, or resumed), its optimiser and loss scaler, and the DDP wrapper."""
+    if resumed is None:
+        model = build_model(options, dataset_metadata())
+    else:
+        model = EoMT(EoMTConfig.from_dict(resumed["config"]))
         model.load_state_dict(resumed["model"])
     model.to(device).train()
-    config = model.config
-
     # fused: one kernel for all parameters; the per-tensor loop costs a tenth of a small model's step on CPU.
     optimizer = torch.optim.AdamW(parameter_groups(model, options.lr, options.weight_decay, options.layer_decay),
                                   lr=options.lr, weight_decay=options.weight_decay, fused=True)
@@ -256,73 +276,83 @@ def _train(options: TrainOptions, procs: Ranks, device: torch.device, reader) ->
         if resumed.get("cuda_rng") is not None and device.type == "cuda":
             torch.cuda.set_rng_state_all(resumed["cuda_rng"])
         start_step = resumed["step"]
-        del resumed
     network = model
     if procs.world > 1:
         network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Run(options, procs, device, out, model, network, optimizer, scaler, start_step)
 
-    samples = PanopticSamples(dataset, config.img_size, (options.scale_min, options.scale_max), options.flip)
+
+def _batches(run: _Run, dataset):
+    """The batches from the run's first step on, epoch after epoch; a resumed run continues mid-epoch."""
+    options, procs = run.options, run.procs
+    samples = PanopticSamples(dataset, run.model.config.img_size, (options.scale_min, options.scale_max),
+                              options.flip)
+    epoch, skip = divmod(run.start_step, len(dataset) // options.batch_size)
+    while True:
+        batches = epoch_batches(len(dataset), options.batch_size, options.seed, epoch, procs.rank,
+                                procs.world)[skip:]
+        # Its own generator: creating a loader draws a seed, which must not shift the global RNG stream
+        # (masked attention draws from it) between a whole run and a resumed one.
+        loader = DataLoader(samples, batch_sampler=batches, num_workers=options.workers, collate_fn=collate,
+                            pin_memory=run.device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
+        yield from loader
+        epoch, skip = epoch + 1, 0
+
+
+def _step(run: _Run, step: int, images: torch.Tensor, targets: list[Targets]) -> tuple[dict, list[float], float]:
+    """One optimisation step: schedules, forward under autocast, the loss on every block, backward, update.
+    Returns the loss parts, the masked-attention probabilities and the learning-rate factor."""
+    options, device = run.options, run.device
+    factor = lr_factor(step, options.steps, options.warmup_steps, options.poly_power)
+    set_lr(run.optimizer, factor)
+    probabilities = mask_probabilities(step, options.steps, run.model.config.num_blocks, options.anneal_start,
+                                       options.anneal_end, options.poly_power)
+    with torch.no_grad():
+        run.model.attn_mask_probs.copy_(torch.tensor(probabilities))
+    images = images.to(device, non_blocking=True).float().div_(255)
+    targets = [Targets(t.masks.to(device, non_blocking=True), t.labels.to(device, non_blocking=True))
+               for t in targets]
+    num_masks = torch.tensor(float(sum(len(t.labels) for t in targets)), device=device)
+    run.procs.all_reduce(num_masks)
+    num_masks = max(1.0, float(num_masks) / run.procs.world)
+
+    with autocast(device, options.dtype):
+        mask_logits, class_logits = run.network(images, return_intermediate=True)
     weights = LossWeights(options.class_weight, options.mask_weight, options.dice_weight, options.no_object_weight)
     mask_size = (options.mask_size, options.mask_size) if options.mask_size else None
-    steps_per_epoch = len(dataset) // options.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"{options.data}: {len(dataset)} {options.split} images, fewer than one batch of "
-                         f"{options.batch_size}")
+    loss, parts = eomt_loss(mask_logits, class_logits, targets, num_masks, weights, mask_size)
+    if not math.isfinite(parts["total"]):
+        raise FloatingPointError(f"step {step}: the loss is {parts['total']}; lower --lr or use fp32")
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if options.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), options.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    return parts, probabilities, factor
 
-    def batches_from(step: int):
-        """The batches from `step` on, epoch after epoch; a resumed run continues mid-epoch."""
-        epoch, skip = divmod(step, steps_per_epoch)
-        while True:
-            batches = epoch_batches(len(dataset), options.batch_size, options.seed, epoch, procs.rank,
-                                    procs.world)[skip:]
-            # Its own generator: creating a loader draws a seed, which must not shift the global RNG stream
-            # (masked attention draws from it) between a whole run and a resumed one.
-            loader = DataLoader(samples, batch_sampler=batches, num_workers=options.workers, collate_fn=collate,
-                                pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
-            yield from loader
-            epoch, skip = epoch + 1, 0
 
-    log_file = open(out / LOG, "a") if procs.is_main else None  # noqa: SIM115 - closed in finally
-    bar = tqdm(total=options.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+def _loop(run: _Run, dataset) -> float:
+    """Runs the steps from the run's start to options.steps with progress, log lines and periodic checkpoints;
+    returns the seconds it took."""
+    options, procs = run.options, run.procs
+    log_file = open(run.out / LOG, "a") if procs.is_main else None  # noqa: SIM115 - closed in finally
+    bar = tqdm(total=options.steps, initial=run.start_step, desc="train", unit="step", dynamic_ncols=True,
                disable=not (options.progress and procs.is_main))
     smoothed, window_start, window_images = None, time.perf_counter(), 0
     started = time.perf_counter()
-    step = start_step
     try:
-        for step, (images, targets) in zip(range(start_step, options.steps), batches_from(start_step), strict=False):
-            factor = lr_factor(step, options.steps, options.warmup_steps, options.poly_power)
-            set_lr(optimizer, factor)
-            probabilities = mask_probabilities(step, options.steps, config.num_blocks, options.anneal_start,
-                                               options.anneal_end, options.poly_power)
-            with torch.no_grad():
-                model.attn_mask_probs.copy_(torch.tensor(probabilities))
-            images = images.to(device, non_blocking=True).float().div_(255)
-            targets = [Targets(t.masks.to(device, non_blocking=True), t.labels.to(device, non_blocking=True))
-                       for t in targets]
-            num_masks = torch.tensor(float(sum(len(t.labels) for t in targets)), device=device)
-            procs.all_reduce(num_masks)
-            num_masks = max(1.0, float(num_masks) / procs.world)
-
-            with autocast(device, options.dtype):
-                mask_logits, class_logits = network(images, return_intermediate=True)
-            loss, parts = eomt_loss(mask_logits, class_logits, targets, num_masks, weights, mask_size)
-            if not math.isfinite(parts["total"]):
-                raise FloatingPointError(f"step {step}: the loss is {parts['total']}; lower --lr or use fp32")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if options.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-
+        for step, (images, targets) in zip(range(run.start_step, options.steps), _batches(run, dataset),
+                                           strict=False):
+            parts, probabilities, factor = _step(run, step, images, targets)
             smoothed = parts["total"] if smoothed is None else 0.95 * smoothed + 0.05 * parts["total"]
             window_images += len(images) * procs.world
             now = time.perf_counter()
@@ -339,26 +369,23 @@ def _train(options: TrainOptions, procs: Ranks, device: torch.device, reader) ->
                                            "seconds": round(time.perf_counter() - started, 1)}) + "\n")
                 log_file.flush()
             if procs.is_main and done % options.checkpoint_every == 0 and done < options.steps:
-                save_run(out, model, optimizer, scaler, done, options)
+                save_run(run.out, run.model, run.optimizer, run.scaler, done, options)
     finally:
         bar.close()
         if log_file is not None:
             log_file.close()
+    return time.perf_counter() - started
 
-    seconds = time.perf_counter() - started
-    with torch.no_grad():
-        model.attn_mask_probs.zero_()  # annealed: the saved network runs as inference does
-    if procs.is_main:
-        save_run(out, model, optimizer, scaler, options.steps, options)
-    summary = None
-    if procs.is_main and options.val_limit != 0:
-        try:
-            val_set = reader(options.data, options.val_split)
-        except (ValueError, OSError) as err:
-            print(f"no validation ({err})")
-        else:
-            summary = evaluate(model, val_set, options.val_limit, options.dtype, options.progress)
-            (out / VAL_PQ).write_text(json.dumps(summary, indent=1) + "\n")
-            print(f"validation ({summary['images']} images): {format_summary(summary)}")
-    return {"model": str(out / MODEL), "network": model.eval(), "steps": options.steps - start_step,
-            "seconds": seconds, "val": summary}
+
+def _validate(run: _Run, reader) -> dict | None:
+    """Panoptic quality on the validation split, written to val_pq.json; None when there is no such split."""
+    options = run.options
+    try:
+        val_set = reader(options.data, options.val_split)
+    except (ValueError, OSError) as err:
+        print(f"no validation ({err})")
+        return None
+    summary = evaluate(run.model, val_set, options.val_limit, options.dtype, options.progress)
+    (run.out / VAL_PQ).write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"validation ({summary['images']} images): {format_summary(summary)}")
+    return summary

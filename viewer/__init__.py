@@ -9,6 +9,7 @@
     dataset     whole-dataset per-class metrics from summed counts, class filters, confusion of unmatched segments
     plots       seaborn charts of the dataset view
     live        run a checkpoint of the folder on an uploaded image (imports the model package only when used)
+    events      what each event of the page does, as plain functions of the opened folder and the controls
 
-Nothing here imports torch or gradio.
+Nothing here imports torch (until the live tab runs a model) or gradio.
 """

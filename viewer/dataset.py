@@ -16,32 +16,30 @@ from viewer.labelmaps import LabelMapError, load_label_map, match_segments
 CLASS_COLUMNS = ["model", "class id", "class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN", "images"]
 
 
-def _rows(index, models: list[str], positions) -> pd.DataFrame:
-    stats = index.stats
+def _rows(folder, models: list[str], positions) -> pd.DataFrame:
+    stats = folder.stats
     rows = stats[stats["model"].isin(models)]
     if positions is not None:
-        keep = np.zeros(index.n_images, dtype=bool)
+        keep = np.zeros(folder.n_images, dtype=bool)
         keep[np.asarray(positions, dtype=np.int64)] = True
         rows = rows[keep[rows["pos"].to_numpy()]]
     return rows
 
 
-def class_metrics(index, models: list[str], positions=None) -> pd.DataFrame:
+def class_metrics(folder, models: list[str], positions=None) -> pd.DataFrame:
     """Per (model, active class): PQ/SQ/RQ of the summed TP/FP/FN/IoU over the images (`positions`, default
     all), as panopticapi's dataset-level per_class; "images" counts the images where the class is active."""
-    rows = _rows(index, models, positions)
+    rows = _rows(folder, models, positions)
     rows = rows[(rows["tp"] + rows["fp"] + rows["fn"]) > 0]
     sums = rows.groupby(["model", "category_id"], sort=False).agg(
         tp=("tp", "sum"), fp=("fp", "sum"), fn=("fn", "sum"), iou_sum=("iou_sum", "sum"), images=("pos", "size"))
     sums = sums.reset_index()
-    denominator = sums["tp"] + 0.5 * sums["fp"] + 0.5 * sums["fn"]
+    pq_value, sq_value, rq_value = pq.quality(sums["tp"], sums["fp"], sums["fn"], sums["iou_sum"])
     table = pd.DataFrame({
         "model": sums["model"], "class id": sums["category_id"],
-        "class": [index.class_label(c) for c in sums["category_id"]],
-        "kind": ["thing" if index.isthing.get(c) else "stuff" for c in sums["category_id"]],
-        "PQ": sums["iou_sum"] / denominator,
-        "SQ": np.where(sums["tp"] > 0, sums["iou_sum"] / sums["tp"].where(sums["tp"] > 0, 1), 0.0),
-        "RQ": sums["tp"] / denominator,
+        "class": [folder.classes.label(c) for c in sums["category_id"]],
+        "kind": ["thing" if folder.classes.isthing.get(c) else "stuff" for c in sums["category_id"]],
+        "PQ": pq_value, "SQ": sq_value, "RQ": rq_value,
         "TP": sums["tp"], "FP": sums["fp"], "FN": sums["fn"], "images": sums["images"],
     }, columns=CLASS_COLUMNS)
     order = {m: k for k, m in enumerate(models)}
@@ -49,16 +47,16 @@ def class_metrics(index, models: list[str], positions=None) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def summary_table(index, models: list[str], positions=None) -> pd.DataFrame:
+def summary_table(folder, models: list[str], positions=None) -> pd.DataFrame:
     """Per model: PQ/SQ/RQ over all, thing and stuff classes (means over active classes of summed counts)."""
-    rows = _rows(index, models, positions)
+    rows = _rows(folder, models, positions)
     result = []
     for model in models:
         mine = rows[rows["model"] == model]
         sums = mine.groupby("category_id")[["tp", "fp", "fn", "iou_sum"]].sum()
         counts = {int(c): pq.CategoryCounts(int(r.tp), int(r.fp), int(r.fn), float(r.iou_sum))
                   for c, r in sums.iterrows()}
-        summary = pq.pq_summary(counts, index.isthing)
+        summary = pq.pq_summary(counts, folder.classes.isthing)
         row = {"model": model, "images": int(mine["pos"].nunique())}
         for group in ("All", "Things", "Stuff"):
             suffix = "" if group == "All" else f" {group.lower()}"
@@ -100,16 +98,16 @@ def compare_classes(table: pd.DataFrame, models: list[str], metric: str = "PQ", 
     return wide.reset_index(drop=True)
 
 
-def _unmatched_of_image(index, pos: int, models: list[str]) -> list[tuple]:
+def _unmatched_of_image(folder, pos: int, models: list[str]) -> list[tuple]:
     """(model, predicted class, covered ground-truth class or None for void, pixels) per FP segment."""
     try:
-        gt = load_label_map(index, pos, GT, cached=False)
+        gt = load_label_map(folder, pos, GT, cached=False)
     except LabelMapError:
         return []
     found = []
     for model in models:
         try:  # an unreadable prediction, or one that cannot be matched, leaves only this image out
-            pred = load_label_map(index, pos, model, cached=False)
+            pred = load_label_map(folder, pos, model, cached=False)
             match = match_segments(gt, pred)
         except LabelMapError:
             continue
@@ -119,17 +117,17 @@ def _unmatched_of_image(index, pos: int, models: list[str]) -> list[tuple]:
     return found
 
 
-def confusion_table(index, models: list[str], positions=None, progress=None, workers: int = 2) -> pd.DataFrame:
+def confusion_table(folder, models: list[str], positions=None, progress=None, workers: int = 2) -> pd.DataFrame:
     """Which ground-truth class each model's false-positive segments mostly cover, over `positions`.
 
     One row per (model, predicted class, covered class): FP segments, their pixels on the covered class, and the
     share of that predicted class's FPs. Decodes every PNG of those images, so it runs only on request;
     `progress(fraction, text)` is called as images are done."""
-    positions = list(range(index.n_images)) if positions is None else [int(p) for p in positions]
-    positions = [p for p in positions if index.has(GT, p)]
+    positions = list(range(folder.n_images)) if positions is None else [int(p) for p in positions]
+    positions = [p for p in positions if folder.has(GT, p)]
     found = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for k, rows in enumerate(pool.map(lambda p: _unmatched_of_image(index, p, models), positions)):
+        for k, rows in enumerate(pool.map(lambda p: _unmatched_of_image(folder, p, models), positions)):
             found.extend(rows)
             if progress is not None and (k % 25 == 0 or k == len(positions) - 1):
                 progress((k + 1) / max(len(positions), 1), f"{k + 1} of {len(positions)} images")
@@ -144,8 +142,8 @@ def confusion_table(index, models: list[str], positions=None, progress=None, wor
     totals = grouped.groupby(["model", "pred"])["segments"].transform("sum")
     table = pd.DataFrame({
         "model": grouped["model"],
-        "predicted class": [index.class_label(c) for c in grouped["pred"]],
-        "mostly covers (ground truth)": ["void" if c < 0 else index.class_label(c) for c in grouped["covered"]],
+        "predicted class": [folder.classes.label(c) for c in grouped["pred"]],
+        "mostly covers (ground truth)": ["void" if c < 0 else folder.classes.label(c) for c in grouped["covered"]],
         "FP segments": grouped["segments"],
         "pixels on it": grouped["pixels"],
         "share of the class's FPs": grouped["segments"] / totals,

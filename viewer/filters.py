@@ -46,13 +46,13 @@ def describe(image_filter: ImageFilter, class_label) -> str:
     return "filter: " + "; ".join(parts) if parts else "all images"
 
 
-def filter_images(index, image_filter: ImageFilter) -> np.ndarray:
+def filter_images(folder, image_filter: ImageFilter) -> np.ndarray:
     """Positions of the images that pass, in manifest order."""
-    counts = index.instance_counts.get(image_filter.source)
+    counts = folder.instance_counts.get(image_filter.source)
     if counts is None:
-        raise ValueError(f"unknown source {image_filter.source!r}: choose {GT!r} or one of {index.models}")
-    keep = index.available[image_filter.source].copy()  # an image without this source contains nothing
-    columns = [index.column[c] for c in image_filter.classes if c in index.column]
+        raise ValueError(f"unknown source {image_filter.source!r}: choose {GT!r} or one of {folder.models}")
+    keep = folder.available[image_filter.source].copy()  # an image without this source contains nothing
+    columns = [folder.classes.column[c] for c in image_filter.classes if c in folder.classes.column]
     if len(columns) < len(image_filter.classes):
         return np.zeros(0, dtype=np.int64)  # a class the folder does not know is in no image
     if columns:
@@ -76,7 +76,7 @@ class Ranking:
     left_out: int  # images of the input with the metric undefined or missing for A or B
 
 
-def rank_images(index, positions: np.ndarray, model_a: str, model_b: str, order: str = "a_better",
+def rank_images(folder, positions: np.ndarray, model_a: str, model_b: str, order: str = "a_better",
                 metric: str = "pq", top_n: int | None = None) -> Ranking:
     """Ranks `positions` by the signed difference A - B of a per-image metric (pq, sq or rq).
 
@@ -86,11 +86,11 @@ def rank_images(index, positions: np.ndarray, model_a: str, model_b: str, order:
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}")
     for model in (model_a, model_b):
-        if model not in index.image_metrics:
-            raise ValueError(f"unknown model {model!r}: the folder has {index.models}")
+        if model not in folder.image_metrics:
+            raise ValueError(f"unknown model {model!r}: the folder has {folder.models}")
     positions = np.asarray(positions, dtype=np.int64)
-    a = index.image_metrics[model_a][metric].to_numpy()[positions]
-    b = index.image_metrics[model_b][metric].to_numpy()[positions]
+    a = folder.image_metrics[model_a][metric].to_numpy()[positions]
+    b = folder.image_metrics[model_b][metric].to_numpy()[positions]
     defined = ~(np.isnan(a) | np.isnan(b))
     positions, a, b = positions[defined], a[defined], b[defined]
     delta = a - b
@@ -101,14 +101,14 @@ def rank_images(index, positions: np.ndarray, model_a: str, model_b: str, order:
     chosen = positions[ranked]
     name = metric.upper()
     table = pd.DataFrame({
-        "image": [index.images[p] for p in chosen],
+        "image": [folder.images[p] for p in chosen],
         "rank": np.arange(1, len(chosen) + 1),
         f"{name} A ({model_a})": a[ranked],
         f"{name} B ({model_b})": b[ranked],
         f"Δ{name} A−B": delta[ranked],
     })
     for label, model in (("A", model_a), ("B", model_b)):
-        metrics = index.image_metrics[model]
+        metrics = folder.image_metrics[model]
         for count in ("tp", "fp", "fn"):
             table[f"{count.upper()} {label}"] = metrics[count].to_numpy()[chosen]
     return Ranking(chosen, table, int((~defined).sum()))

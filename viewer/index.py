@@ -10,6 +10,7 @@ image position (the image's row in the manifest).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +20,7 @@ import pandas as pd
 
 from dump.folder import (
     GT,
+    MANIFEST,
     SEGMENT_STATS,
     SEGMENT_STATS_COLUMNS,
     FolderError,
@@ -27,6 +29,7 @@ from dump.folder import (
     read_json_file,
     read_manifest,
 )
+from eomt.classes import ClassTable
 from metrics import pq
 
 METRICS = ("pq", "sq", "rq")
@@ -37,33 +40,63 @@ def source_label(source: str) -> str:
     return "ground truth" if source == GT else f"model {source}"
 
 
-@dataclass
+class Findings:
+    """Problems found after the folder was opened (the background sweep of the annotation JSONs). One thread
+    adds, every session reads: the only mutable part of an opened folder, so it carries its own lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._problems: list[str] = []
+        self._notes: dict[int, list[str]] = {}
+
+    def add(self, problem: str, notes: dict[int, str]) -> None:
+        with self._lock:
+            self._problems.append(problem)
+            for pos, note in notes.items():
+                self._notes.setdefault(pos, []).append(note)
+
+    def problems(self) -> list[str]:
+        with self._lock:
+            return list(self._problems)
+
+    def notes(self, pos: int) -> list[str]:
+        with self._lock:
+            return list(self._notes.get(pos, ()))
+
+
+@dataclass(frozen=True, eq=False)
 class FolderIndex:
-    """An opened output folder. Read-only after `load_folder`: sessions share it, so nothing here is per user."""
+    """An opened output folder, shared by every session: nothing in it changes after `load_folder` except
+    `findings`, which is thread-safe."""
 
     root: Path
     layout: Layout
     manifest: dict
     images: list[str]  # "val_XXXX" per position
     models: list[str]
-    classes: list[dict]
-    class_names: dict[int, str]
-    isthing: dict[int, bool]
-    colors: np.ndarray  # (max id + 1, 3) uint8: colour per class id, the palette of every panel
-    column: dict[int, int]  # class id -> column of the count matrices
+    classes: ClassTable
     available: dict[str, np.ndarray]  # source -> (images,) bool: its PNG and annotation JSON are both there
     instance_counts: dict[str, np.ndarray]  # source -> (images, classes) instances per class (stuff counts 1)
     stats: pd.DataFrame  # segment_stats.csv rows sorted by position, with a "pos" column
     stats_offsets: np.ndarray  # rows of image p: stats[offsets[p]:offsets[p + 1]]
     covered: dict[str, np.ndarray]  # model -> (images,) bool: segment_stats.csv holds this pair's counts
     image_metrics: dict[str, pd.DataFrame]  # model -> per position: pq sq rq (NaN = undefined) tp fp fn classes
-    problems: list[str] = field(default_factory=list)
-    image_notes: dict[int, list[str]] = field(default_factory=dict)  # position -> what is missing for that image
-    names: dict[str, int] = field(default_factory=dict)  # index, "val_XXXX", key and stem -> position
+    opening_problems: list[str]
+    opening_notes: dict[int, list[str]]  # position -> what is missing for that image
+    names: dict[str, int]  # the image's index, "val_XXXX" name, key and stem -> position
+    findings: Findings = field(default_factory=Findings)
 
     @property
     def n_images(self) -> int:
         return len(self.images)
+
+    @property
+    def problems(self) -> list[str]:
+        """Everything found missing or broken, at opening and since."""
+        return self.opening_problems + self.findings.problems()
+
+    def image_notes(self, pos: int) -> list[str]:
+        return self.opening_notes.get(pos, []) + self.findings.notes(pos)
 
     def has(self, source: str, pos: int) -> bool:
         return source in self.available and bool(self.available[source][pos])
@@ -80,11 +113,7 @@ class FolderIndex:
         """The position of an image named by its index, "val_XXXX" name, key or stem; None if there is none."""
         return None if text is None else self.names.get(str(text).strip())
 
-    def class_label(self, class_id: int) -> str:
-        name = self.class_names.get(class_id)
-        return name if name is not None else f"unknown class {class_id}"
-
-    def image_counts(self, pos: int, model: str) -> dict[int, pq.CategoryCounts] | None:
+    def stored_counts(self, pos: int, model: str) -> dict[int, pq.CategoryCounts] | None:
         """This pair's counts as segment_stats.csv holds them; None when the file does not cover the pair."""
         if not self.covered[model][pos]:
             return None
@@ -127,8 +156,18 @@ def _names(items: list[str]) -> str:
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
-def _availability(layout: Layout, source: str, images: list[str], problems: list[str],
-                  notes: dict[int, list[str]]) -> np.ndarray:
+class _Report:
+    """What opening found missing or broken: folder-wide problems and notes per image position."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.notes: dict[int, list[str]] = {}
+
+    def note(self, pos: int, text: str) -> None:
+        self.notes.setdefault(pos, []).append(text)
+
+
+def _availability(layout: Layout, source: str, images: list[str], report: _Report) -> np.ndarray:
     """Which images have both the PNG and the annotation of `source`, from one directory listing."""
     label = source_label(source)
     on_disk = _listing(layout.panoptic_dir(source))
@@ -137,27 +176,28 @@ def _availability(layout: Layout, source: str, images: list[str], problems: list
     for pos, image in enumerate(images):
         if f"{image}.json" not in on_disk:
             missing.append(image)
-            notes.setdefault(pos, []).append(f"{label}: no {'ground truth' if source == GT else 'prediction'}")
+            report.note(pos, f"{label}: no {'ground truth' if source == GT else 'prediction'}")
         elif f"{image}.png" not in on_disk:
             no_png.append(image)
-            notes.setdefault(pos, []).append(f"{label}: {image}.png missing")
+            report.note(pos, f"{label}: {image}.png missing")
         else:
             available[pos] = True
     if missing:
         what = "without ground truth" if source == GT else f"without a prediction of {source}"
-        problems.append(f"{len(missing)} of {len(images)} images {what}: {_names(missing)}")
+        report.problems.append(f"{len(missing)} of {len(images)} images {what}: {_names(missing)}")
     if no_png:
-        problems.append(f"{label}: PNG missing beside the annotation for {len(no_png)} images: {_names(no_png)}")
+        report.problems.append(f"{label}: PNG missing beside the annotation for {len(no_png)} images: "
+                               f"{_names(no_png)}")
     return available
 
 
-def _read_stats(layout: Layout, images: list[str], models: list[str], problems: list[str]) -> pd.DataFrame:
+def _read_stats(layout: Layout, images: list[str], models: list[str], report: _Report) -> pd.DataFrame:
     path = layout.file(SEGMENT_STATS)
     empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in [*SEGMENT_STATS_COLUMNS, "pos"]}).astype(
         {"image": object, "model": object, "iou_sum": float})
     if not path.exists():
-        problems.append(f"{SEGMENT_STATS} missing: no metrics for filters and rankings (metrics of the image on "
-                        "screen are computed from its PNGs); rebuild it with build_aggregates / the dump's --reindex")
+        report.problems.append(f"{SEGMENT_STATS} missing: no metrics for filters and rankings (metrics of the "
+                               "image on screen are computed from its PNGs); rebuild it with the dump's --reindex")
         return empty
     try:
         stats = pd.read_csv(path, dtype={"image": str, "model": str, "category_id": "int64", "tp": "int64",
@@ -166,13 +206,14 @@ def _read_stats(layout: Layout, images: list[str], models: list[str], problems: 
         if list(stats.columns) != list(SEGMENT_STATS_COLUMNS):
             raise ValueError(f"columns {list(stats.columns)}, expected {list(SEGMENT_STATS_COLUMNS)}")
     except (ValueError, OSError, pd.errors.ParserError) as e:
-        problems.append(f"{path}: not readable ({e}); metrics of the image on screen are computed from its PNGs")
+        report.problems.append(f"{path}: not readable ({e}); metrics of the image on screen are computed from "
+                               "its PNGs")
         return empty
     stats["pos"] = stats["image"].map(pd.Series(np.arange(len(images)), index=images))
     unknown = stats["pos"].isna() | ~stats["model"].isin(models)
     if unknown.any():
-        problems.append(f"{SEGMENT_STATS}: {int(unknown.sum())} rows name images or models the manifest does not "
-                        "list; ignored")
+        report.problems.append(f"{SEGMENT_STATS}: {int(unknown.sum())} rows name images or models the manifest "
+                               "does not list; ignored")
         stats = stats[~unknown]
     stats = stats.astype({"pos": "int64"})
     # Stable sort keeps the file's category order inside each (image, model): the order pq_summary averages in.
@@ -184,14 +225,9 @@ def per_image_metrics(stats: pd.DataFrame, n_images: int, model: str) -> pd.Data
     counts), NaN where no class is active; plus TP/FP/FN summed over classes and the number of active classes."""
     rows = stats[stats["model"] == model]
     rows = rows[(rows["tp"] + rows["fp"] + rows["fn"]) > 0]
-    denominator = rows["tp"] + 0.5 * rows["fp"] + 0.5 * rows["fn"]
-    per_class = pd.DataFrame({
-        "pos": rows["pos"],
-        "pq": rows["iou_sum"] / denominator,
-        "sq": np.where(rows["tp"] > 0, rows["iou_sum"] / rows["tp"].where(rows["tp"] > 0, 1), 0.0),
-        "rq": rows["tp"] / denominator,
-        "tp": rows["tp"], "fp": rows["fp"], "fn": rows["fn"], "classes": 1,
-    })
+    pq_value, sq_value, rq_value = pq.quality(rows["tp"], rows["fp"], rows["fn"], rows["iou_sum"])
+    per_class = pd.DataFrame({"pos": rows["pos"], "pq": pq_value, "sq": sq_value, "rq": rq_value,
+                              "tp": rows["tp"], "fp": rows["fp"], "fn": rows["fn"], "classes": 1})
     sums = per_class.groupby("pos")[["pq", "sq", "rq", "tp", "fp", "fn", "classes"]].sum()
     for metric in METRICS:
         sums[metric] = sums[metric] / sums["classes"]
@@ -211,63 +247,38 @@ def _counts_from_stats(stats: pd.DataFrame, column_of: np.ndarray, n_images: int
     return matrix
 
 
-def load_folder(root: str | Path) -> FolderIndex:
-    """Opens an output folder. Raises FolderError only when the manifest itself is unusable; every other missing
-    or broken file becomes a line of `problems` (and of `image_notes` for the images it concerns)."""
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise FolderError(f"{root}: not a folder")
-    manifest = read_manifest(root)
-    try:
-        entries = sorted(manifest["images"], key=lambda e: int(e["index"]))
-        classes = [{"id": int(c["id"]), "name": str(c["name"]), "isthing": bool(c["isthing"]),
-                    "color": [int(v) for v in c["color"]]} for c in manifest["classes"]]
-        models = [str(m["name"]) for m in manifest["models"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise FolderError(f"{root / 'manifest.json'}: malformed entry ({e!r})") from None
-    manifest = {**manifest, "images": entries}
-    layout = Layout(root, len(entries))
-    images = [layout.image_name(int(e["index"])) for e in entries]
-    n_images = len(images)
-    problems: list[str] = []
-    notes: dict[int, list[str]] = {}
+@dataclass
+class _Counts:
+    """Instances per class and image of every source, and which (image, model) pairs the stats cover."""
 
-    class_names = {c["id"]: c["name"] for c in classes}
-    isthing = {c["id"]: c["isthing"] for c in classes}
-    colors = np.zeros((max(class_names, default=-1) + 1, 3), dtype=np.uint8)
-    for c in classes:
-        colors[c["id"]] = c["color"]
-    column = {c["id"]: k for k, c in enumerate(classes)}
+    instances: dict[str, np.ndarray]
+    in_file: dict[str, np.ndarray]
+    covered: dict[str, np.ndarray]
 
-    available = {source: _availability(layout, source, images, problems, notes) for source in [GT, *models]}
-    if not available[GT].any():
-        problems.append("no ground truth at all: predictions are shown, metrics and error maps are not")
 
-    stats = _read_stats(layout, images, models, problems)
-    unknown = sorted(set(stats["category_id"].unique().tolist()) - set(class_names))
-    if unknown:
-        problems.append(f"{SEGMENT_STATS}: category ids not in the manifest's class table: {unknown[:10]}")
-    offsets = np.searchsorted(stats["pos"].to_numpy(), np.arange(n_images + 1))
-    column_of = np.full(max([*class_names, *unknown], default=0) + 1, -1, dtype=np.int64)
-    for class_id, col in column.items():
+def _instance_counts(stats: pd.DataFrame, classes: ClassTable, unknown: list[int], n_images: int,
+                     models: list[str], available: dict[str, np.ndarray]) -> _Counts:
+    column_of = np.full(max([*classes.names, *unknown], default=0) + 1, -1, dtype=np.int64)
+    for class_id, col in classes.column.items():
         column_of[class_id] = col
-
     in_file = {}
     for model in models:
         in_file[model] = np.zeros(n_images, dtype=bool)
         in_file[model][stats.loc[stats["model"] == model, "pos"].to_numpy()] = True
-    counts = {GT: _counts_from_stats(stats, column_of, n_images, len(classes), "gt_segments",
-                                     np.ones(len(stats), dtype=bool))}
+    instances = {GT: _counts_from_stats(stats, column_of, n_images, len(classes), "gt_segments",
+                                        np.ones(len(stats), dtype=bool))}
     for model in models:
-        counts[model] = _counts_from_stats(stats, column_of, n_images, len(classes), "pred_segments",
-                                           (stats["model"] == model).to_numpy())
-
-    # Pairs segment_stats.csv has no row for: nothing to count (no segment on either side), or a file older
-    # than the predictions. Their annotations are read to tell, and to count their instances.
+        instances[model] = _counts_from_stats(stats, column_of, n_images, len(classes), "pred_segments",
+                                              (stats["model"] == model).to_numpy())
     covered = {model: available[GT] & available[model] & in_file[model] for model in models}
-    gt_counted = np.zeros(n_images, dtype=bool)
-    for model in models:
-        gt_counted |= in_file[model]
+    return _Counts(instances, in_file, covered)
+
+
+def _count_from_annotations(layout: Layout, images: list[str], models: list[str], classes: ClassTable,
+                            available: dict[str, np.ndarray], counts: _Counts, has_stats: bool,
+                            report: _Report) -> None:
+    """Pairs segment_stats.csv has no row for: nothing to count (no segment on either side), or a file older
+    than the predictions. Their annotations are read to tell, and to count their instances."""
     broken: dict[str, list[str]] = {}
 
     def count_from_json(source: str, pos: int) -> int | None:
@@ -276,87 +287,131 @@ def load_folder(root: str | Path) -> FolderIndex:
                         if not s.get("iscrowd", 0)]
         except FolderError as e:
             broken.setdefault(source, []).append(images[pos])
-            notes.setdefault(pos, []).append(f"{source_label(source)}: {e}")
+            report.note(pos, f"{source_label(source)}: {e}")
             available[source][pos] = False
             return None
         for s in segments:
-            if s["category_id"] in column:
-                counts[source][pos, column[s["category_id"]]] += 1
+            if s["category_id"] in classes.column:
+                counts.instances[source][pos, classes.column[s["category_id"]]] += 1
         return len(segments)
 
+    gt_counted = np.zeros(len(images), dtype=bool)
+    for model in models:
+        gt_counted |= counts.in_file[model]
     for pos in np.flatnonzero(available[GT] & ~gt_counted).tolist():
         count_from_json(GT, pos)
     for model in models:
         stale = []
-        for pos in np.flatnonzero(available[model] & ~in_file[model]).tolist():
+        for pos in np.flatnonzero(available[model] & ~counts.in_file[model]).tolist():
             n_pred = count_from_json(model, pos)
             if n_pred is not None and available[GT][pos]:
-                if n_pred == 0 and counts[GT][pos].sum() == 0:
-                    covered[model][pos] = True  # no segment on either side: nothing to count
-                elif len(stats):
+                if n_pred == 0 and counts.instances[GT][pos].sum() == 0:
+                    counts.covered[model][pos] = True  # no segment on either side: nothing to count
+                elif has_stats:
                     stale.append(images[pos])
         if stale:
-            problems.append(f"{SEGMENT_STATS} lacks {len(stale)} images of {model} (older than the predictions?): "
-                            f"{_names(stale)}; their metrics are computed when shown")
+            report.problems.append(f"{SEGMENT_STATS} lacks {len(stale)} images of {model} (older than the "
+                                   f"predictions?): {_names(stale)}; their metrics are computed when shown")
     for source, names in broken.items():
-        problems.append(f"{source_label(source)}: unreadable annotation JSON for {len(names)} images: "
-                        f"{_names(names)}")
-    # As in instance_counts.json: an image has one "sky", however many pieces a prediction splits it into.
-    stuff = np.array([not c["isthing"] for c in classes], dtype=bool)
-    for matrix in counts.values():
-        matrix[:, stuff] = np.minimum(matrix[:, stuff], 1)
+        report.problems.append(f"{source_label(source)}: unreadable annotation JSON for {len(names)} images: "
+                               f"{_names(names)}")
 
-    image_metrics = {model: per_image_metrics(stats, n_images, model) for model in models}
-    for model in models:
-        image_metrics[model].loc[~covered[model], ["pq", "sq", "rq"]] = np.nan
 
+def _read_manifest_entries(root: Path) -> tuple[dict, list[dict], ClassTable, list[str]]:
+    manifest = read_manifest(root)
     try:
-        failures = read_failures(layout)
-    except FolderError as e:
-        failures = []
-        problems.append(str(e))
-    for failure in failures:
-        problems.append(f"the dump failed on {failure.get('image', '?')} ({failure.get('stage', '?')}): "
-                        f"{failure.get('reason', '')}")
+        entries = sorted(manifest["images"], key=lambda e: int(e["index"]))
+        classes = ClassTable.from_entries(manifest["classes"])
+        models = [str(m["name"]) for m in manifest["models"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise FolderError(f"{root / MANIFEST}: malformed entry ({e!r})") from None
+    return {**manifest, "images": entries}, entries, classes, models
 
+
+def _image_names(entries: list[dict], images: list[str]) -> dict[str, int]:
     names: dict[str, int] = {}
     for pos, entry in enumerate(entries):
         for name in (images[pos], str(entry["index"]), entry.get("key"), entry.get("stem")):
             if name is not None:
                 names.setdefault(str(name), pos)
+    return names
+
+
+def _failures(layout: Layout, report: _Report) -> None:
+    try:
+        failures = read_failures(layout)
+    except FolderError as e:
+        failures = []
+        report.problems.append(str(e))
+    for failure in failures:
+        report.problems.append(f"the dump failed on {failure.get('image', '?')} ({failure.get('stage', '?')}): "
+                               f"{failure.get('reason', '')}")
+
+
+def load_folder(root: str | Path) -> FolderIndex:
+    """Opens an output folder. Raises FolderError only when the manifest itself is unusable; every other missing
+    or broken file becomes a line of `problems` (and of `image_notes` for the images it concerns)."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise FolderError(f"{root}: not a folder")
+    manifest, entries, classes, models = _read_manifest_entries(root)
+    layout = Layout(root, len(entries))
+    images = [layout.image_name(int(e["index"])) for e in entries]
+    report = _Report()
+
+    available = {source: _availability(layout, source, images, report) for source in [GT, *models]}
+    if not available[GT].any():
+        report.problems.append("no ground truth at all: predictions are shown, metrics and error maps are not")
+    stats = _read_stats(layout, images, models, report)
+    unknown = sorted(set(stats["category_id"].unique().tolist()) - set(classes.names))
+    if unknown:
+        report.problems.append(f"{SEGMENT_STATS}: category ids not in the manifest's class table: {unknown[:10]}")
+    counts = _instance_counts(stats, classes, unknown, len(images), models, available)
+    _count_from_annotations(layout, images, models, classes, available, counts, bool(len(stats)), report)
+    # As in instance_counts.json: an image has one "sky", however many pieces a prediction splits it into.
+    stuff = np.array([not c.isthing for c in classes], dtype=bool)
+    for matrix in counts.instances.values():
+        matrix[:, stuff] = np.minimum(matrix[:, stuff], 1)
+
+    image_metrics = {model: per_image_metrics(stats, len(images), model) for model in models}
+    for model in models:
+        image_metrics[model].loc[~counts.covered[model], ["pq", "sq", "rq"]] = np.nan
+    _failures(layout, report)
     return FolderIndex(root=root, layout=layout, manifest=manifest, images=images, models=models, classes=classes,
-                       class_names=class_names, isthing=isthing, colors=colors, column=column, available=available,
-                       instance_counts=counts, stats=stats, stats_offsets=offsets, covered=covered,
-                       image_metrics=image_metrics, problems=problems, image_notes=notes, names=names)
+                       available=available, instance_counts=counts.instances, stats=stats,
+                       stats_offsets=np.searchsorted(stats["pos"].to_numpy(), np.arange(len(images) + 1)),
+                       covered=counts.covered, image_metrics=image_metrics, opening_problems=report.problems,
+                       opening_notes=report.notes, names=_image_names(entries, images))
 
 
-def check_annotations(index: FolderIndex) -> int:
-    """Reads every per-image annotation JSON and adds the unreadable ones to the index's problems and notes.
+def check_annotations(folder: FolderIndex) -> int:
+    """Reads every per-image annotation JSON and adds the unreadable ones to the folder's findings.
 
     Opening does not wait for this (seconds on 2,000 images x 4 models): the app runs it in a background thread,
     and the pages show what it found when they load. Returns how many files were unreadable."""
     unreadable = 0
-    for source, available in index.available.items():
-        bad = []
+    for source, available in folder.available.items():
+        bad, notes = [], {}
         for pos in np.flatnonzero(available).tolist():
-            path = index.layout.annotation_json(index.images[pos], source)
+            path = folder.layout.annotation_json(folder.images[pos], source)
             try:
                 _read_segments.__wrapped__(str(path), 0, 0)  # uncached: a sweep must not evict what is shown
             except FolderError as e:
-                bad.append(index.images[pos])
-                index.image_notes.setdefault(pos, []).append(f"{source_label(source)}: {e}")
+                bad.append(folder.images[pos])
+                notes[pos] = f"{source_label(source)}: {e}"
         if bad:
             unreadable += len(bad)
-            index.problems.append(f"{source_label(source)}: unreadable annotation JSON for {len(bad)} images: "
-                                  f"{_names(bad)}")
+            folder.findings.add(f"{source_label(source)}: unreadable annotation JSON for {len(bad)} images: "
+                                f"{_names(bad)}", notes)
     return unreadable
 
 
-def summary_markdown(index: FolderIndex) -> str:
+def summary_markdown(folder: FolderIndex) -> str:
     """One line on what the folder holds, then every problem found while opening it."""
-    head = (f"**{index.root}**: {index.n_images} images, {len(index.models)} models "
-            f"({', '.join(index.models) or 'none'}), {len(index.classes)} classes")
-    if not index.problems:
+    head = (f"**{folder.root}**: {folder.n_images} images, {len(folder.models)} models "
+            f"({', '.join(folder.models) or 'none'}), {len(folder.classes)} classes")
+    problems = folder.problems
+    if not problems:
         return head + " · nothing missing"
-    lines = "\n".join(f"- {p}" for p in index.problems)
-    return f"{head} · **{len(index.problems)} problem(s)**:\n\n{lines}"
+    lines = "\n".join(f"- {p}" for p in problems)
+    return f"{head} · **{len(problems)} problem(s)**:\n\n{lines}"

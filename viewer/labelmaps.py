@@ -50,17 +50,17 @@ def _decode(path: str, size: int, mtime_ns: int, segments: tuple) -> LabelMap:
     return label_map(read_png(path), [dict(s) for s in segments])
 
 
-def load_label_map(index, pos: int, source: str, cached: bool = True) -> LabelMap:
+def load_label_map(folder, pos: int, source: str, cached: bool = True) -> LabelMap:
     """Ground truth (source "gt") or a model's label map of the image at `pos`; LabelMapError when it is
     missing or unreadable. `cached=False` for sweeps over many images, which would only evict what the
     sessions are looking at."""
-    image = index.images[pos]
+    image = folder.images[pos]
     label = "ground truth" if source == GT else source
     try:
-        segments = index.segments(source, pos)
+        segments = folder.segments(source, pos)
     except FolderError as e:
         raise LabelMapError(str(e)) from None
-    path = index.layout.panoptic_png(image, source)
+    path = folder.layout.panoptic_png(image, source)
     try:
         stat = os.stat(path)
         if cached:
@@ -70,7 +70,7 @@ def load_label_map(index, pos: int, source: str, cached: bool = True) -> LabelMa
             labels = label_map(read_png(path), segments)
     except (OSError, ValueError) as e:
         raise LabelMapError(f"{label}: {e}") from None
-    entry = index.manifest["images"][pos]
+    entry = folder.manifest["images"][pos]
     expected = (entry.get("height"), entry.get("width"))
     if None not in expected and labels.shape != expected:
         raise LabelMapError(f"{label}: {path.name} is {labels.shape[1]}x{labels.shape[0]}, the image is "
@@ -93,7 +93,7 @@ class SegmentMatch:
 
 
 def match_segments(gt: LabelMap, pred: LabelMap) -> SegmentMatch:
-    """panopticapi's matching (ade20k-pq-reference.md section 4), kept per segment rather than per class: same
+    """panopticapi's matching (docs/metrics.md), kept per segment rather than per class: same
     category, gt not crowd, IoU > 0.5 with the union leaving out the prediction's pixels on gt void; an unmatched
     prediction is ignored when more than half of it lies on gt void or on a crowd region of its own category.
     It is metrics.pq.match_image, the matching behind metrics.pq.image_counts, so its per-class totals equal

@@ -28,39 +28,39 @@ class LiveResult:
     seconds: dict[str, float]
 
 
-def checkpoint_path(index, model: str) -> Path | None:
+def checkpoint_path(folder, model: str) -> Path | None:
     """The model's checkpoint when its manifest "source" is a path that exists here (as given, or relative to
     the output folder); None for hub ids and files that are not on this machine."""
-    entry = next((m for m in index.manifest["models"] if m.get("name") == model), None)
+    entry = next((m for m in folder.manifest["models"] if m.get("name") == model), None)
     source = entry.get("source") if entry else None
     if not source:
         return None
-    for path in (Path(source).expanduser(), index.root / source):
+    for path in (Path(source).expanduser(), folder.root / source):
         if path.exists():
             return path
     return None
 
 
-def available_models(index) -> list[str]:
-    return [m for m in index.models if checkpoint_path(index, m) is not None]
+def available_models(folder) -> list[str]:
+    return [m for m in folder.models if checkpoint_path(folder, m) is not None]
 
 
-def unavailable_note(index) -> str:
-    missing = [m for m in index.models if checkpoint_path(index, m) is None]
+def unavailable_note(folder) -> str:
+    missing = [m for m in folder.models if checkpoint_path(folder, m) is None]
     if not missing:
         return ""
-    sources = ", ".join(f"{m} ({next((e.get('source') for e in index.manifest['models'] if e['name'] == m), '?')})"
+    sources = ", ".join(f"{m} ({next((e.get('source') for e in folder.manifest['models'] if e['name'] == m), '?')})"
                         for m in missing)
     return f"Not available locally (checkpoint not found on this machine): {sources}."
 
 
-def _load(index, model: str):
+def _load(folder, model: str):
     import eomt  # deferred: torch loads only when someone runs a model
 
-    path = checkpoint_path(index, model)
+    path = checkpoint_path(folder, model)
     if path is None:
         raise FileNotFoundError(f"{model}: checkpoint not available locally")
-    entry = next(m for m in index.manifest["models"] if m["name"] == model)
+    entry = next(m for m in folder.manifest["models"] if m["name"] == model)
     key = (str(path), entry.get("preset"))
     with _lock:
         if key in _models:
@@ -74,15 +74,11 @@ def _load(index, model: str):
 
 
 def prediction_labels(result) -> LabelMap:
-    """A LabelMap from a predictor's panoptic result (segment ids from 0, -1 void), shifted to COCO ids (0 void)
-    as the dump writes them."""
-    segment_map = np.asarray(result.segment_map, dtype=np.int32) + 1
-    segments = [{"id": int(s["id"]) + 1, "category_id": int(s["category_id"]), "isthing": int(bool(s["isthing"])),
-                 "score": round(float(s["score"]), 4), "area": int(s["area"])} for s in result.segments]
-    return label_map(segment_map, segments)
+    """A LabelMap from a predictor's panoptic result, in the COCO ids the dump writes."""
+    return label_map(*result.coco())
 
 
-def run_models(index, models: list[str], photo: np.ndarray) -> LiveResult:
+def run_models(folder, models: list[str], photo: np.ndarray) -> LiveResult:
     """Runs each chosen model on the photo; a model that fails gets its error message instead of a map."""
     photo = np.asarray(photo)
     if photo.ndim == 2:
@@ -93,7 +89,7 @@ def run_models(index, models: list[str], photo: np.ndarray) -> LiveResult:
     for model in models:
         started = time.perf_counter()
         try:
-            labels[model] = prediction_labels(_load(index, model).panoptic(photo))
+            labels[model] = prediction_labels(_load(folder, model).panoptic(photo))
         except Exception as e:  # one broken checkpoint must not take the others down: show why instead
             labels[model] = f"{model}: {type(e).__name__}: {e}"
         seconds[model] = time.perf_counter() - started

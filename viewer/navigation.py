@@ -46,17 +46,17 @@ def step(view: dict, delta: int) -> dict:
     return {**view, "cursor": cursor, "current": positions[cursor]}
 
 
-def describe(index, view: dict) -> str:
+def describe(folder, view: dict) -> str:
     """Where the view stands, in words (markdown)."""
     pos = view["current"]
     if pos is None:
         return f"No image to show: the {view['label']} list is empty."
-    entry = index.manifest["images"][pos]
+    entry = folder.manifest["images"][pos]
     key = entry.get("key") or entry.get("stem") or ""
     where = (f"image {view['cursor'] + 1} of {len(view['positions'])} ({view['label']})" if view["cursor"] is not None
              else f"outside the current list ({view['label']}, {len(view['positions'])} images)")
-    notes = index.image_notes.get(pos, [])
-    lines = [f"**{index.images[pos]}** · index {entry['index']} · {key} · {entry.get('width')}x{entry.get('height')} "
+    notes = folder.image_notes(pos)
+    lines = [f"**{folder.images[pos]}** · index {entry['index']} · {key} · {entry.get('width')}x{entry.get('height')} "
              f"· {where}"]
     lines += [f"- ⚠ {note}" for note in notes]
     return "\n".join(lines)

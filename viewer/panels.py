@@ -131,10 +131,10 @@ def build_panels(gt: LabelMap | str | None, predictions: dict[str, LabelMap | st
     return panels
 
 
-def photo_png(index, pos: int) -> tuple[bytes | None, str]:
+def photo_png(folder, pos: int) -> tuple[bytes | None, str]:
     """The input picture's PNG bytes as the dump wrote them (lossless already: sent as they are), or None and
     a note saying what is wrong."""
-    path = index.layout.input_png(index.images[pos])
+    path = folder.layout.input_png(folder.images[pos])
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -144,20 +144,20 @@ def photo_png(index, pos: int) -> tuple[bytes | None, str]:
     return data, ""
 
 
-def _load_or_reason(index, pos: int, source: str) -> LabelMap | str:
+def _load_or_reason(folder, pos: int, source: str) -> LabelMap | str:
     try:
-        return load_label_map(index, pos, source)
+        return load_label_map(folder, pos, source)
     except LabelMapError as e:
         return str(e)
 
 
-def image_panels(index, pos: int, models: list[str], options: DisplayOptions) -> tuple[list[Panel], bytes | None]:
+def image_panels(folder, pos: int, models: list[str], options: DisplayOptions) -> tuple[list[Panel], bytes | None]:
     """All panels of the image at `pos` for the chosen models, and the photo's PNG bytes."""
-    photo, note = photo_png(index, pos)
+    photo, note = photo_png(folder, pos)
     # A folder without any ground truth (a dump of unlabelled images) gets no ground truth panel at all.
-    gt = _load_or_reason(index, pos, GT) if index.available[GT].any() else None
-    predictions = {model: _load_or_reason(index, pos, model) for model in models}
-    return build_panels(gt, predictions, index.colors, options, note), photo
+    gt = _load_or_reason(folder, pos, GT) if folder.available[GT].any() else None
+    predictions = {model: _load_or_reason(folder, pos, model) for model in models}
+    return build_panels(gt, predictions, folder.classes.palette, options, note), photo
 
 
 def png_bytes(picture: np.ndarray | Layer) -> bytes:
@@ -225,20 +225,20 @@ def panels_html(panels: list[Panel], photo: bytes | None, legend: list[tuple[str
             f'<div class="vw-grid">{"".join(figures)}</div>{"".join(legends)}</div>')
 
 
-def legend(index, class_ids) -> list[tuple[str, tuple]]:
+def legend(folder, class_ids) -> list[tuple[str, tuple]]:
     """(name, colour) per class id, in id order: the palette the panels are drawn with."""
-    return [(index.class_label(c), tuple(index.colors[c]) if 0 <= c < len(index.colors) else (0, 0, 0))
+    return [(folder.classes.label(c), tuple(folder.classes.palette[c]) if 0 <= c < len(folder.classes.palette) else (0, 0, 0))
             for c in sorted(set(class_ids))]
 
 
-def legend_classes(index, pos: int, models: list[str]) -> list[tuple[str, tuple]]:
+def legend_classes(folder, pos: int, models: list[str]) -> list[tuple[str, tuple]]:
     """The legend of every class in the image's ground truth or the shown predictions."""
     present = set()
     for source in [GT, *models]:
-        if index.has(source, pos):
+        if folder.has(source, pos):
             with contextlib.suppress(FolderError):  # its panel says what is wrong with it
-                present.update(s["category_id"] for s in index.segments(source, pos))
-    return legend(index, present)
+                present.update(s["category_id"] for s in folder.segments(source, pos))
+    return legend(folder, present)
 
 
 # ---------------------------------------------------------------------------------------------- pixel inspector
@@ -315,8 +315,8 @@ def inspect_maps(gt: LabelMap | str | None, predictions: dict[str, LabelMap | st
     return table.astype(object).where(table.notna(), "")
 
 
-def inspect_pixel(index, pos: int, models: list[str], x: int, y: int) -> pd.DataFrame:
+def inspect_pixel(folder, pos: int, models: list[str], x: int, y: int) -> pd.DataFrame:
     """The inspector table for the image at `pos` (see inspect_maps)."""
-    gt = _load_or_reason(index, pos, GT)
-    predictions = {model: _load_or_reason(index, pos, model) for model in models}
-    return inspect_maps(gt, predictions, int(x), int(y), index.class_label)
+    gt = _load_or_reason(folder, pos, GT)
+    predictions = {model: _load_or_reason(folder, pos, model) for model in models}
+    return inspect_maps(gt, predictions, int(x), int(y), folder.classes.label)

@@ -23,52 +23,52 @@ GOOD, BAD = (0, 158, 115), (213, 94, 0)
 COUNT_DIFFERENCES = ("ΔTP", "ΔFP", "ΔFN")
 
 
-def image_counts(index, pos: int, model: str) -> tuple[dict[int, pq.CategoryCounts] | None, str]:
+def pair_counts(folder, pos: int, model: str) -> tuple[dict[int, pq.CategoryCounts] | None, str]:
     """This pair's per-class counts and where they came from: segment_stats.csv, or computed from the PNGs
     when the file lacks the pair; None and the reason when neither is possible."""
-    counts = index.image_counts(pos, model)
+    counts = folder.stored_counts(pos, model)
     if counts is not None:
         return counts, "segment_stats.csv"
-    if not index.has(GT, pos):
+    if not folder.has(GT, pos):
         return None, "no ground truth"
-    if not index.has(model, pos):
+    if not folder.has(model, pos):
         return None, "no prediction"
     try:
-        gt, pred = load_label_map(index, pos, GT), load_label_map(index, pos, model)
+        gt, pred = load_label_map(folder, pos, GT), load_label_map(folder, pos, model)
         return pq.image_counts(gt.segment_map, list(gt.segments.values()), pred.segment_map,
                                list(pred.segments.values())), "computed from the PNGs"
     except (LabelMapError, pq.PanopticFormatError) as e:
         return None, str(e)
 
 
-def image_list_table(index, positions, models: list[str]) -> pd.DataFrame:
+def image_list_table(folder, positions, models: list[str]) -> pd.DataFrame:
     """One row per listed image: names, ground-truth content, and each model's PQ with its TP/FP/FN."""
     positions = np.asarray(positions, dtype=np.int64)
-    gt = index.instance_counts[GT][positions]
-    entries = index.manifest["images"]
+    gt = folder.instance_counts[GT][positions]
+    entries = folder.manifest["images"]
     table = pd.DataFrame({
-        "image": [index.images[p] for p in positions],
+        "image": [folder.images[p] for p in positions],
         "index": [entries[p]["index"] for p in positions],
         "key": [entries[p].get("key") for p in positions],
         "GT classes": (gt > 0).sum(axis=1),
         "GT instances": gt.sum(axis=1),
     })
     for model in models:
-        metrics = index.image_metrics[model]
+        metrics = folder.image_metrics[model]
         table[f"PQ {model}"] = metrics["pq"].to_numpy()[positions]
         table[f"TP/FP/FN {model}"] = [f"{tp}/{fp}/{fn}" for tp, fp, fn in
                                       metrics[["tp", "fp", "fn"]].to_numpy()[positions].tolist()]
     return table
 
 
-def image_metrics_table(index, pos: int, models: list[str]) -> pd.DataFrame:
+def image_metrics_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
     """Per model: PQ/SQ/RQ of the image (all classes, things, stuff), TP/FP/FN, active classes, origin."""
     rows = []
     for model in models:
-        counts, origin = image_counts(index, pos, model)
+        counts, origin = pair_counts(folder, pos, model)
         row = {"model": model}
         if counts is not None:
-            summary = pq.pq_summary(counts, index.isthing)
+            summary = pq.pq_summary(counts, folder.classes.isthing)
             per_class = summary["per_class"].values()
             row.update({"PQ": summary["All"]["pq"], "SQ": summary["All"]["sq"], "RQ": summary["All"]["rq"],
                         "PQ things": summary["Things"]["pq"], "PQ stuff": summary["Stuff"]["pq"],
@@ -97,31 +97,30 @@ def _difference(a, b) -> float:
     return float(a) - float(b) if a is not None and b is not None and not (pd.isna(a) or pd.isna(b)) else np.nan
 
 
-def image_class_table(index, pos: int, models: list[str]) -> pd.DataFrame:
+def image_class_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
     """One row per (class, model) for the classes in the ground truth or active for a model: instances in the
     ground truth and the prediction, PQ/SQ/RQ and TP/FP/FN of that class in this image."""
-    per_model = {model: image_counts(index, pos, model)[0] for model in models}
+    per_model = {model: pair_counts(folder, pos, model)[0] for model in models}
     classes = set()
     for source in [GT, *models]:
-        if index.has(source, pos):
+        if folder.has(source, pos):
             with contextlib.suppress(FolderError):  # the panels say what is wrong with it
-                classes.update(s["category_id"] for s in index.segments(source, pos))
+                classes.update(s["category_id"] for s in folder.segments(source, pos))
     for counts in per_model.values():
         classes.update(counts or {})
     rows = []
     for class_id in sorted(classes):
-        column = index.column.get(class_id)
-        gt_instances = int(index.instance_counts[GT][pos, column]) if column is not None else 0
+        column = folder.classes.column.get(class_id)
+        gt_instances = int(folder.instance_counts[GT][pos, column]) if column is not None else 0
         for model in models:
-            row = {"class id": class_id, "class": index.class_label(class_id),
-                   "kind": "thing" if index.isthing.get(class_id) else "stuff", "GT instances": gt_instances,
+            row = {"class id": class_id, "class": folder.classes.label(class_id),
+                   "kind": "thing" if folder.classes.isthing.get(class_id) else "stuff", "GT instances": gt_instances,
                    "model": model,
-                   "predicted instances": int(index.instance_counts[model][pos, column]) if column is not None else 0}
+                   "predicted instances": int(folder.instance_counts[model][pos, column]) if column is not None else 0}
             c = (per_model[model] or {}).get(class_id)
             if c is not None and c.tp + c.fp + c.fn > 0:
-                denominator = c.tp + 0.5 * c.fp + 0.5 * c.fn
-                row.update({"PQ": c.iou_sum / denominator, "SQ": c.iou_sum / c.tp if c.tp else 0.0,
-                            "RQ": c.tp / denominator, "TP": c.tp, "FP": c.fp, "FN": c.fn})
+                pq_value, sq_value, rq_value = pq.quality(c.tp, c.fp, c.fn, c.iou_sum)
+                row.update({"PQ": pq_value, "SQ": sq_value, "RQ": rq_value, "TP": c.tp, "FP": c.fp, "FN": c.fn})
             rows.append(row)
     columns = ["class id", "class", "kind", "GT instances", "model", "predicted instances", "PQ", "SQ", "RQ", "TP",
                "FP", "FN"]

@@ -1,0 +1,345 @@
+"""One dump: several models over a dataset into one output folder (the library behind predict_dump.py).
+
+    from dump.run import DumpOptions, dump
+    status = dump(DumpOptions(out="runs/x", data="~/ade", models=(ModelSpec("L640", "tue-mps/..."),)))
+
+`dump` checks the folder may be written for this data and these models, writes the manifest, then the data files
+(inputs, ground truth) and each model's predictions (the passes), and finally the aggregate files and a summary.
+Exit status: 0 when every image of every model is done, 3 when some images failed, 1 when the run was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from dump.aggregates import build_aggregates
+from dump.folder import (
+    CLASS_NAMES,
+    FAILURES,
+    INSTANCE_COUNTS,
+    MANIFEST,
+    SEGMENT_STATS,
+    Layout,
+    check_model_name,
+    new_manifest,
+    read_failures,
+    read_manifest,
+    write_class_names,
+    write_failures,
+    write_manifest,
+)
+from dump.model_specs import ModelSpec, check_unique
+from dump.writer import data_done, prediction_done
+from eomt.classes import ClassTable
+
+EXIT_REFUSED = 1
+EXIT_SOME_FAILED = 3
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    """What predict_dump.py's command line asks for (see its --help)."""
+
+    out: Path
+    data: Path
+    models: tuple[ModelSpec, ...]
+    split: str = "validation"
+    limit: int | None = None
+    device: str = "auto"
+    dtype: str = "fp32"
+    batch_size: int = 1
+    workers: int = 2
+    overwrite: bool = False
+    skip_constant: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "models", tuple(check_unique(list(self.models))))
+
+
+@dataclass
+class _Run:
+    """What one run works on, once its models and data are open."""
+
+    options: DumpOptions
+    layout: Layout
+    dataset: object  # a segdata reader
+    indices: list[int]
+    classes: ClassTable
+    models: dict  # name -> loaded EoMT
+    device: str
+    ranks: object  # eomt.devices.Ranks
+    failures: list[dict] = field(default_factory=list)
+
+    @property
+    def with_ground_truth(self) -> bool:
+        return self.dataset.has_ground_truth
+
+    def failed(self, stage: str):
+        """A reporter of failures at one stage ("data" or a model name): console and failures.json."""
+        def record(index: int, reason: str) -> None:
+            image = self.layout.image_name(index)
+            self.failures.append({"image": image, "index": index, "stage": stage, "reason": reason})
+            print(f"\n{image} ({self.dataset.keys[index]}), {stage}: {reason}", file=sys.stderr)
+        return record
+
+
+def dataset_identity(dataset, options: DumpOptions) -> dict:
+    """What the manifest records of the data, and what a rerun must match to resume into the same folder."""
+    root = str(options.data.resolve())
+    if dataset.has_ground_truth:
+        return {"kind": "ade20k", "root": root, "split": options.split, "skip_constant": options.skip_constant,
+                "has_ground_truth": True}
+    return {"kind": "images", "root": root, "has_ground_truth": False}
+
+
+def dump(options: DumpOptions) -> int:
+    """Runs the dump (torchrun: this process's share of it) and returns the exit status."""
+    from eomt.devices import check_precision, init_ranks, resolve_device
+
+    ranks = init_ranks(options.device)
+    try:
+        device = resolve_device(options.device, ranks.local_rank)
+        check_precision(options.dtype, device)
+        run = _open(options, device, ranks)
+        failure = None
+        if ranks.is_main:
+            try:
+                prepare_folder(run)
+            except ValueError as e:
+                failure = str(e)
+        failure = ranks.broadcast(failure)
+        if failure:
+            raise ValueError(failure)
+        return _passes(run)
+    finally:
+        ranks.close()
+
+
+def _open(options: DumpOptions, device: str, ranks) -> _Run:
+    """Opens the data and loads every model; ValueError when either cannot be used."""
+    import eomt
+    from eomt.classes import ade20k_classes
+    from segdata.detect import open_dataset
+
+    dataset = open_dataset(options.data, options.split, options.skip_constant)
+    indices = list(range(len(dataset)))[: options.limit]
+    if not indices:
+        raise ValueError(f"--data {options.data}: the {options.split} split has no images")
+    models = {}
+    for spec in options.models:
+        try:
+            models[spec.name] = eomt.load_model(spec.source, preset=spec.preset, device=device)
+        except Exception as e:
+            raise ValueError(f"model {spec.name!r} ({spec.source}) does not load: {e}") from None
+    first = next(iter(models.values()))
+    classes = ClassTable(ade20k_classes()) if dataset.has_ground_truth else first.config.class_table()
+    for name, model in models.items():
+        if model.config.num_classes != len(classes):
+            raise ValueError(f"model {name!r} predicts {model.config.num_classes} classes, the data has "
+                             f"{len(classes)}: its predictions could not be compared")
+    return _Run(options, Layout(options.out, len(indices)), dataset, indices, classes, models, device, ranks)
+
+
+def _check_existing(run: _Run, identity: dict) -> dict | None:
+    """The manifest of an earlier run into this folder, after checking this run may continue it."""
+    root, options = run.layout.root, run.options
+    if not (root / MANIFEST).exists():
+        if root.exists() and any(root.iterdir()) and not options.overwrite and (
+                any(root.glob("val_*")) or (root / "panoptic").exists()):
+            raise ValueError(f"{root} holds dump files but no manifest.json: pass --overwrite to start again")
+        return None
+    if options.overwrite:
+        clear_folder(root)
+        return None
+    previous = read_manifest(root)
+    old = {k: v for k, v in previous["dataset"].items() if k in identity}
+    if old != identity:
+        raise ValueError(f"{root} was written for other data ({previous['dataset']}), not {identity}: choose "
+                         "another --out or pass --overwrite")
+    old_n = len(previous["images"])
+    if Layout(root, old_n).image_name(0) != run.layout.image_name(0):
+        raise ValueError(f"{root} holds {old_n} images named with another number of digits than "
+                         f"{len(run.indices)} images need: pass --overwrite or the same --limit")
+    return previous
+
+
+def _image_entries(run: _Run, previous: dict | None) -> list[dict]:
+    old_images = {entry["index"]: entry for entry in (previous or {}).get("images", [])}
+    images = []
+    for index in run.indices:
+        entry = {"index": index, "key": run.dataset.keys[index], "stem": run.dataset.stems[index],
+                 "width": None, "height": None}
+        old = old_images.get(index)
+        if old is not None:
+            if old["key"] != entry["key"]:
+                raise ValueError(f"{run.layout.root}: image {index} was {old['key']}, now {entry['key']}: the "
+                                 "data changed; pass --overwrite")
+            entry["width"], entry["height"] = old.get("width"), old.get("height")
+        images.append(entry)
+    return images
+
+
+def _model_entries(run: _Run, previous: dict | None) -> list[dict]:
+    old_models = {m["name"]: m for m in (previous or {}).get("models", [])}
+    entries = []
+    for spec in run.options.models:
+        entry = {"name": spec.name, "source": spec.source, "preset": spec.preset,
+                 "img_size": run.models[spec.name].config.img_size, "device": run.device,
+                 "dtype": run.options.dtype, "images_done": 0, "seconds_per_image": None}
+        old = old_models.pop(spec.name, None)
+        if old is not None:
+            if (old["source"], old.get("preset")) != (spec.source, spec.preset):
+                raise ValueError(f"{run.layout.root}: model {spec.name!r} was written from {old['source']}"
+                                 f"{'@' + old['preset'] if old.get('preset') else ''}; now {spec.source}: use "
+                                 "another name or --overwrite")
+            entry["images_done"], entry["seconds_per_image"] = old["images_done"], old["seconds_per_image"]
+        entries.append(entry)
+    # Models of earlier runs that this run does not name stay in the folder and in the comparison.
+    for old in old_models.values():
+        check_model_name(old["name"])
+        entries.append(old)
+    return entries
+
+
+def prepare_folder(run: _Run) -> None:
+    """Checks that --out may be written for this data (or empties it with --overwrite) and writes the manifest."""
+    identity = dataset_identity(run.dataset, run.options)
+    previous = _check_existing(run, identity)
+    manifest = new_manifest(identity, _image_entries(run, previous), _model_entries(run, previous),
+                            run.classes.entries())
+    if previous is not None:
+        manifest = {**previous, **manifest}
+    run.layout.root.mkdir(parents=True, exist_ok=True)
+    write_manifest(run.layout, manifest)
+    write_class_names(run.layout, run.classes)
+
+
+def clear_folder(root: Path) -> None:
+    """Deletes the files a dump writes (and nothing else) from `root`."""
+    for name in (MANIFEST, CLASS_NAMES, FAILURES, SEGMENT_STATS, INSTANCE_COUNTS):
+        (root / name).unlink(missing_ok=True)
+    for path in root.glob("val_*.png"):
+        path.unlink()
+    shutil.rmtree(root / "panoptic", ignore_errors=True)
+
+
+def _passes(run: _Run) -> int:
+    """The data pass, then one pass per model over this rank's images; the main rank finishes the folder."""
+    import eomt
+    from dump.passes import run_model, write_data_files
+
+    layout, options, ranks = run.layout, run.options, run.ranks
+    colors = run.classes.palette
+    shard = ranks.shard(run.indices)
+    todo = [i for i in shard if not data_done(layout, layout.image_name(i), run.with_ground_truth)]
+    written = write_data_files(layout, run.dataset, todo, colors, run.with_ground_truth, options.workers,
+                               run.failed("data"), ranks.is_main)
+    ranks.barrier()
+
+    readable = [i for i in shard if layout.input_png(layout.image_name(i)).exists()]
+    timings, counts = {}, {}
+    for spec in options.models:
+        predictor = eomt.Predictor(run.models[spec.name], dtype=options.dtype)
+        todo = [i for i in readable if not prediction_done(layout, layout.image_name(i), spec.name)]
+        outcome = run_model(layout, run.dataset, todo, predictor, spec.name, colors, run.with_ground_truth,
+                            options.batch_size, options.workers, run.failed(spec.name), ranks.is_main)
+        timings[spec.name] = (outcome.done, outcome.seconds)
+        counts.update(outcome.counts)
+        written += outcome.done
+        del predictor
+    ranks.barrier()
+
+    gathered = ranks.gather((run.failures, timings, counts, written))
+    if not ranks.is_main:
+        return 0
+    return finish(layout, options.models, gathered)
+
+
+def _merge_ranks(gathered) -> tuple[list[dict], dict, int, dict]:
+    failures, counts, written, timings = [], {}, 0, {}
+    for rank_failures, rank_timings, rank_counts, rank_written in gathered:
+        failures += rank_failures
+        counts.update(rank_counts)
+        written += rank_written
+        for name, (done, seconds) in rank_timings.items():
+            old_done, old_seconds = timings.get(name, (0, 0.0))
+            timings[name] = (old_done + done, max(old_seconds, seconds))  # ranks run side by side
+    return failures, counts, written, timings
+
+
+def _update_manifest(layout: Layout, timings: dict) -> dict:
+    manifest = read_manifest(layout.root)
+    for entry in manifest["images"]:
+        path = layout.input_png(layout.image_name(entry["index"]))
+        if entry["width"] is None and path.exists():
+            with Image.open(path) as image:
+                entry["width"], entry["height"] = image.size
+    for model in manifest["models"]:
+        model["images_done"] = sum(prediction_done(layout, layout.image_name(entry["index"]), model["name"])
+                                   for entry in manifest["images"])
+        done, seconds = timings.get(model["name"], (0, 0.0))
+        if done:
+            model["seconds_per_image"] = round(seconds / done, 6)
+    write_manifest(layout, manifest)
+    return manifest
+
+
+def finish(layout: Layout, specs, gathered) -> int:
+    """Main rank: updates the manifest and failures.json, rebuilds the aggregates, prints the summary."""
+    failures, counts, written, timings = _merge_ranks(gathered)
+    manifest = _update_manifest(layout, timings)
+    names_run = {spec.name for spec in specs}
+    kept = [f for f in read_failures(layout) if f["stage"] != "data" and f["stage"] not in names_run]
+    failures = sorted(failures, key=lambda f: (f["index"], f["stage"])) + kept
+    if failures or layout.file(FAILURES).exists():
+        write_failures(layout, failures)
+
+    if written or not layout.file(INSTANCE_COUNTS).exists():
+        dataset_level = build_aggregates(layout.root, counts)
+    else:  # nothing new: the aggregate files are up to date and stay untouched
+        dataset_level = json.loads(layout.file(INSTANCE_COUNTS).read_text())["dataset_level_metrics"]
+    print_summary(manifest, dataset_level, timings, failures)
+    if failures:
+        print(f"{len(failures)} image(s) failed: see {layout.file(FAILURES)}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return 0
+
+
+def reindex(out: str | Path) -> int:
+    """Rebuilds the aggregate files of a folder from its panoptic/ files and prints the summary."""
+    manifest = read_manifest(out)
+    dataset_level = build_aggregates(out, progress=print)
+    print_summary(manifest, dataset_level, {}, [])
+    return 0
+
+
+def print_summary(manifest: dict, dataset_level: dict, timings: dict, failures: list) -> None:
+    """One row per model: PQ/SQ/RQ (x100) for All/Things/Stuff, images done and failed, images/s."""
+
+    def pct(value) -> str:
+        return "   -" if value is None else f"{100 * value:5.1f}"
+
+    header = (f"{'model':<20} {'PQ':>5} {'SQ':>5} {'RQ':>5} | {'PQth':>5} {'SQth':>5} {'RQth':>5} | "
+              f"{'PQst':>5} {'SQst':>5} {'RQst':>5} | {'done':>6} {'failed':>6} {'img/s':>7}")
+    print(header)
+    print("-" * len(header))
+    for model in manifest["models"]:
+        name = model["name"]
+        m = dataset_level.get(name) or {}
+        done, seconds = timings.get(name, (0, 0.0))
+        speed = f"{done / seconds:7.2f}" if done and seconds else "      -"
+        n_failed = sum(1 for f in failures if f["stage"] == name)
+        print(f"{name:<20} {pct(m.get('pq'))} {pct(m.get('sq'))} {pct(m.get('rq'))} | "
+              f"{pct(m.get('pq_things'))} {pct(m.get('sq_things'))} {pct(m.get('rq_things'))} | "
+              f"{pct(m.get('pq_stuff'))} {pct(m.get('sq_stuff'))} {pct(m.get('rq_stuff'))} | "
+              f"{model['images_done']:>6} {n_failed:>6} {speed}")
+    if not manifest["dataset"].get("has_ground_truth", True):
+        print("(no ground truth in this data: predictions only, no metrics)")
