@@ -1,9 +1,12 @@
-"""Per-image PQ accumulation speed: metrics.pq.image_counts against a straightforward implementation.
+"""Per-image PQ accumulation speed: metrics.pq.image_counts against a straightforward implementation; the
+analysis on top of it (error types + Boundary PQ + size bins, metrics.analysis.analyze_image) against plain PQ
+counts; the paired bootstrap at 2,000 images x 150 classes.
 
 The straightforward one is written here the way panopticapi's pq_compute_single_core works: np.unique over
 gt_id * OFFSET + pred_id, a dictionary of (gt, pred) intersections, and Python loops over it. Both run on the
 same ADE20K-sized synthetic maps (683x512, 20-40 segments, void and a few crowd regions), their counts are
-checked equal, and images/s of each is printed with the ratio. Pinned to one CPU core where the OS allows.
+checked equal, and images/s of each is printed with the ratio. Pinned to one CPU core where the OS allows
+(the bootstrap's matrix product may use more: numpy's BLAS threads are not pinned).
 
     python bench/metrics.py [--images 16] [--seconds 3]
 """
@@ -20,7 +23,7 @@ import numpy as np
 
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the metrics package.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
-from metrics import pq  # noqa: E402
+from metrics import analysis, bootstrap, pq  # noqa: E402
 
 OFFSET = 256 * 256 * 256
 VOID = 0
@@ -167,6 +170,41 @@ def main() -> None:
         print(f"  metrics.pq.image_counts:  {ours:8.1f} images/s")
         print(f"  straightforward (dict):   {reference:8.1f} images/s")
         print(f"  ratio:                    {ours / reference:8.1f}x")
+    bench_analysis(pairs, args.seconds)
+    bench_bootstrap()
+    print(f"load average (1, 5, 15 min): {os.getloadavg()}")
+
+
+def bench_analysis(pairs, seconds: float) -> None:
+    """analyze_image (its own match included, and given the match) against pq.image_counts, same process."""
+    matches = [pq.match_image(*pair) for pair in pairs]
+    counts = images_per_second(pq.image_counts, pairs, seconds)
+    full = images_per_second(analysis.analyze_image, pairs, seconds)
+    given = images_per_second(lambda *pair_and_match: analysis.analyze_image(*pair_and_match[:4],
+                                                                             match=pair_and_match[4]),
+                              [(*pair, match) for pair, match in zip(pairs, matches, strict=True)], seconds)
+    print("error types + Boundary PQ + size bins (metrics.analysis.analyze_image):")
+    print(f"  pq.image_counts:              {counts:8.1f} images/s")
+    print(f"  analyze_image:                {full:8.1f} images/s  ({counts / full:.1f}x the time of plain PQ counts)")
+    print(f"  analyze_image, match given:   {given:8.1f} images/s  (what the dump adds when it has the match)")
+
+
+def bench_bootstrap(n_images: int = 2000, n_classes: int = 150, resamples: int = 1000) -> None:
+    rng = np.random.default_rng(0)
+
+    def counts():
+        tp, fp, fn = (rng.poisson(rate, (n_images, n_classes)) for rate in (0.5, 0.3, 0.3))
+        return np.stack([tp, fp, fn, tp * rng.uniform(0.6, 0.95, (n_images, n_classes))], axis=-1).astype(float)
+
+    a, b = counts(), counts()
+    isthing = np.arange(n_classes) < 100
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        bootstrap.paired_bootstrap(a, b, isthing, resamples=resamples)
+        times.append(time.perf_counter() - start)
+    print(f"paired bootstrap, {resamples} resamples of {n_images} images x {n_classes} classes (All/Things/Stuff and "
+          f"per class): {min(times):.3f} s (best of 3)")
 
 
 if __name__ == "__main__":

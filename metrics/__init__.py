@@ -4,7 +4,16 @@
     coco_panoptic   id <-> RGB, COCO panoptic PNG + JSON reading, panopticapi's pq_compute on files
     instance_counts instances per class in one image
     semantic        mIoU from a confusion matrix
+    errors          error types of false negatives / positives and the ΔPQ of fixing each
+    boundary        Boundary PQ: boundary IoU of matched pairs, boundary counts
+    sizes           PQ counts by object size (small, medium, large)
+    analysis        all of the three above for one image (what the dump stores) and their sums
+    bootstrap       paired bootstrap intervals of ΔPQ between two models
+    compare         python -m metrics compare: ΔPQ of two predictions with intervals
+
     python -m metrics GT_JSON PRED_JSON [--gt-folder DIR] [--pred-folder DIR] [--per-image]
+                      [--errors] [--boundary] [--sizes]
+    python -m metrics compare GT_JSON A_JSON B_JSON [--gt-folder DIR] [--a-folder DIR] [--b-folder DIR]
 
 The rules are stated in docs/metrics.md.
 """

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -118,16 +119,13 @@ def _categories(gt_json: dict, gt_json_path) -> dict[int, bool]:
         raise CocoPanopticError(f"{gt_json_path}: every category needs 'id' and 'isthing'") from None
 
 
-def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
-               gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
-               per_image: bool = False) -> dict:
-    """panopticapi's evaluation of a prediction JSON + PNG folder against a ground truth one.
-
-    Returns {"All", "Things", "Stuff": {pq, sq, rq, n}, "per_class": {id: {pq, sq, rq}}} (active categories only),
-    plus "per_image": {image_id: {pq, sq, rq, n} or None} when asked. Ground-truth areas come from the JSON, as in
-    panopticapi. Raises CocoPanopticError with panopticapi's message for the inputs panopticapi rejects, and for
-    two it lets through silently (a gt segment of an unknown category, maps of different sizes).
-    """
+def evaluation_pairs(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+                     gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
+                     ) -> tuple[dict[int, bool], Iterator[tuple]]:
+    """The categories ({id: isthing}, in the JSON's order) and an iterator over the images of a ground truth and a
+    prediction JSON + PNG folder: (image_id, gt_map, gt_segments, pred_map, pred_segments), in the ground truth's
+    order. The files as a whole are checked at once, each image when it is read, with panopticapi's messages
+    (CocoPanopticError)."""
     gt_json, pred_json = read_json(gt_json_path), read_json(pred_json_path)
     gt_folder = Path(gt_folder) if gt_folder is not None else default_folder(gt_json_path)
     pred_folder = Path(pred_folder) if pred_folder is not None else default_folder(pred_json_path)
@@ -143,23 +141,34 @@ def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLik
         raise CocoPanopticError(f"no prediction for the image with id: {missing[0]}"
                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
-    counts_per_image = {}
-    for gt_annotation in gt_json["annotations"]:
-        image_id = gt_annotation["image_id"]
-        pred_annotation = predictions[image_id]
-        for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
-            for segment in annotation["segments_info"]:
-                if segment.get("category_id") not in categories:
-                    raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
-                                            f"{segment.get('id')} has unknown category_id {segment.get('category_id')}")
-        gt_map = read_png(gt_folder / gt_annotation["file_name"])
-        pred_map = read_png(pred_folder / pred_annotation["file_name"])
-        try:
-            counts_per_image[image_id] = pq.image_counts(gt_map, gt_annotation["segments_info"], pred_map,
-                                                         pred_annotation["segments_info"], gt_areas_from_json=True)
-        except pq.PanopticFormatError as e:
-            raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
+    def pairs() -> Iterator[tuple]:
+        for gt_annotation in gt_json["annotations"]:
+            image_id = gt_annotation["image_id"]
+            pred_annotation = predictions[image_id]
+            for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
+                for segment in annotation["segments_info"]:
+                    if segment.get("category_id") not in categories:
+                        raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
+                                                f"{segment.get('id')} has unknown category_id "
+                                                f"{segment.get('category_id')}")
+            gt_map = read_png(gt_folder / gt_annotation["file_name"])
+            pred_map = read_png(pred_folder / pred_annotation["file_name"])
+            yield image_id, gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"]
 
+    return categories, pairs()
+
+
+@contextmanager
+def in_image(image_id):
+    """Turns a PanopticFormatError raised inside into a CocoPanopticError naming the image."""
+    try:
+        yield
+    except pq.PanopticFormatError as e:
+        raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
+
+
+def pq_result(counts_per_image: dict, categories: dict[int, bool], per_image: bool = False) -> dict:
+    """pq_compute's result from per-image counts (see pq_compute)."""
     summary = pq.pq_summary(pq.sum_counts(counts_per_image.values()), categories)
     result = {group: summary[group] for group in ("All", "Things", "Stuff")}
     result["per_class"] = {k: {m: v[m] for m in ("pq", "sq", "rq")} for k, v in summary["per_class"].items()}
@@ -169,3 +178,30 @@ def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLik
             overall = pq.pq_summary(counts, categories)["All"]
             result["per_image"][image_id] = overall if overall["n"] else None
     return result
+
+
+def image_counts_of_files(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+                          gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
+                          ) -> tuple[dict[int, bool], dict]:
+    """The categories and {image_id: pq.image_counts} of every image, as pq_compute counts them."""
+    categories, pairs = evaluation_pairs(gt_json_path, pred_json_path, gt_folder, pred_folder)
+    counts_per_image = {}
+    for image_id, gt_map, gt_segments, pred_map, pred_segments in pairs:
+        with in_image(image_id):
+            counts_per_image[image_id] = pq.image_counts(gt_map, gt_segments, pred_map, pred_segments,
+                                                         gt_areas_from_json=True)
+    return categories, counts_per_image
+
+
+def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+               gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
+               per_image: bool = False) -> dict:
+    """panopticapi's evaluation of a prediction JSON + PNG folder against a ground truth one.
+
+    Returns {"All", "Things", "Stuff": {pq, sq, rq, n}, "per_class": {id: {pq, sq, rq}}} (active categories only),
+    plus "per_image": {image_id: {pq, sq, rq, n} or None} when asked. Ground-truth areas come from the JSON, as in
+    panopticapi. Raises CocoPanopticError with panopticapi's message for the inputs panopticapi rejects, and for
+    two it lets through silently (a gt segment of an unknown category, maps of different sizes).
+    """
+    categories, counts_per_image = image_counts_of_files(gt_json_path, pred_json_path, gt_folder, pred_folder)
+    return pq_result(counts_per_image, categories, per_image)
