@@ -1,7 +1,8 @@
 """Atomic file writes: write under a temporary name in the same folder, then rename.
 
 A process killed at any moment leaves either the old file or the complete new one, never a truncated file, which
-is what lets an interrupted dump resume by looking at which files exist.
+is what lets an interrupted dump resume by looking at which files exist. A kill can leave a temporary file
+(`.<name>.<random>.tmp`) behind; `remove_temporaries` clears them before a run resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,31 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask can only be read by setting it, which races with
+    other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): the only way to read it
+    os.umask(mask)
+    return mask
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files a killed writer left in `folder` and below; returns them."""
+    stale = [path for path in Path(folder).rglob(f".*{TEMPORARY_SUFFIX}") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> bool:
@@ -34,10 +60,13 @@ def write_file(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
     temporary name in the same folder, then a rename; on any error the temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes the file private (0600) and the rename would keep that: give it the mode any new file of
+        # this process gets, so that a group can read a shared dump or checkpoint when the umask allows it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

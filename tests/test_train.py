@@ -5,6 +5,7 @@ schedules, and short runs on tiny generated scenes (the loss goes down, checkpoi
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,7 +215,7 @@ def test_resume_continues_an_interrupted_run_exactly(scenes, tmp_path, monkeypat
     interrupted = _options(scenes, tmp_path / "cut", steps=6, checkpoint_every=3, val_limit=0)
     with pytest.raises(KeyboardInterrupt):
         train(interrupted)
-    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 3
     monkeypatch.setattr(loop, "lr_factor", real)
     with pytest.raises(ValueError, match="--resume"):
         train(interrupted)
@@ -222,6 +223,26 @@ def test_resume_continues_an_interrupted_run_exactly(scenes, tmp_path, monkeypat
     assert resumed["steps"] == 3
     for (name, a), b in zip(whole.state_dict().items(), resumed["network"].state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, msg=name)
+
+
+class _RunsCode:
+    """A pickle that runs code when loaded: what a crafted checkpoint.pt would hold."""
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(_RunsCode.target), "pwned"))
+
+
+def test_resume_reads_no_arbitrary_pickle(scenes, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    _RunsCode.target = str(tmp_path / "ran.txt")
+    torch.save({"step": 1, "options": {}, "payload": _RunsCode()}, out / "checkpoint.pt")
+    with pytest.raises(ValueError, match="checkpoint.pt: not a training checkpoint this program can resume"):
+        train(_options(scenes, out, steps=2, val_limit=0, resume=True))
+    assert not (tmp_path / "ran.txt").exists()
+    code = train_main(["--data", str(scenes), "--out", str(out), "--resume", "--steps", "2", "--batch-size", "2",
+                       "--workers", "0", "--no-progress"])
+    assert code == 1 and not (tmp_path / "ran.txt").exists()
 
 
 def test_command_line_from_a_checkpoint_with_a_new_class_head(scenes, tmp_path):

@@ -146,8 +146,21 @@ def save_run(out: Path, model: EoMT, optimizer, scaler, step: int, options: Trai
     atomic.write_file(out / MODEL, lambda tmp: eomt.save_model(model, tmp))
 
 
+RUN_KEYS = {"model", "optimizer", "scaler", "step", "options", "config", "rng", "cuda_rng"}
+
+
 def load_run(out: Path, options: TrainOptions) -> dict:
-    state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+    """The state of an interrupted run, after checking it was made with the same recipe. Read as tensors and
+    plain data only (weights_only), so a crafted checkpoint.pt cannot run code."""
+    path = out / CHECKPOINT
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses pickles of other objects; a truncated file fails to unzip
+        raise ValueError(f"{path}: not a training checkpoint this program can resume (only tensors and plain data "
+                         f"are read): {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not RUN_KEYS <= state.keys():
+        raise ValueError(f"{path}: not a training checkpoint of python -m training (expected the keys "
+                         f"{sorted(RUN_KEYS)})")
     saved, current = state["options"], options.recipe()
     changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if changed:
