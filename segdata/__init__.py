@@ -1,2 +1,5 @@
-"""Dataset readers: ADE20K panoptic (ade20k.py, from the zips or extracted folders), a plain image folder
-(image_folder.py), and a writer of small ADE20K-format zips (ade20k_writer.py)."""
+"""Dataset readers with one interface (sample.py): ADE20K (ade20k.py), COCO panoptic + instance (coco.py),
+Cityscapes (cityscapes.py), all straight from the distributed zips or their extracted folders through
+sources.py; a plain folder of photos (image_folder.py); `detect.open_dataset` picks the reader for `--data`.
+Writers: small ADE20K-format zips (ade20k_writer.py; COCO and Cityscapes ones live in synthetic/), toy scenes
+(scenes.py)."""
