@@ -94,8 +94,11 @@ class _Run:
 def dataset_identity(dataset, options: DumpOptions) -> dict:
     """What the manifest records of the data, and what a rerun must match to resume into the same folder."""
     root = str(options.data.resolve())
-    if dataset.has_ground_truth:
+    if dataset.name == "ade20k":
         return {"kind": "ade20k", "root": root, "split": options.split, "skip_constant": options.skip_constant,
+                "has_ground_truth": True}
+    if dataset.has_ground_truth:
+        return {"kind": dataset.name, "root": root, "split": dataset.split, "tasks": sorted(dataset.tasks),
                 "has_ground_truth": True}
     return {"kind": "images", "root": root, "has_ground_truth": False}
 

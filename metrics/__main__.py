@@ -1,6 +1,8 @@
 """python -m metrics GT_JSON PRED_JSON [--gt-folder DIR] [--pred-folder DIR] [--per-image]
                                      [--errors] [--boundary] [--sizes]
 python -m metrics compare GT_JSON A_JSON B_JSON [--gt-folder DIR] [--a-folder DIR] [--b-folder DIR]
+python -m metrics semantic GT_DIR PRED_DIR (--num-classes N | --classes NAME) [--ignore 255] [--per-image]
+python -m metrics instance GT_JSON RESULTS_JSON [--per-image]
 
 The first prints panopticapi's pq_compute result as JSON (per-image entries are null for images with no active
 category), plus the error table, Boundary PQ and PQ by size when asked. A first argument naming a subcommand
@@ -14,7 +16,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from metrics import compare, pq
+from metrics import compare, instance_cli, pq, semantic_cli
 from metrics.analysis import analyze_files, sum_analyses, summaries
 from metrics.coco_panoptic import CocoPanopticError, pq_compute, pq_result
 from metrics.errors import error_table
@@ -70,7 +72,8 @@ def panoptic_main(argv: list[str]) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"compare": compare.main}
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"compare": compare.main, "semantic": semantic_cli.main,
+                                                       "instance": instance_cli.main}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,20 +15,22 @@ everything else void, areas counted after painting.
 
 from __future__ import annotations
 
-import io
 import os
-import threading
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from eomt.classes import ade20k_classes
+from eomt.classes import ADE20KClass, ade20k_classes
 from eomt.images import to_rgb_image
 from metrics.coco_panoptic import areas_and_bboxes
+from metrics.semantic import ade20k_labels
+from segdata.sample import Sample
+from segdata.sources import DatasetError, FolderSource, ZipSource, decode_image, join
+
+__all__ = ["ADE20K", "ADE20KSample", "DatasetError", "build_panoptic"]
 
 IMAGES_ZIP = "ADEChallengeData2016.zip"
 INSTANCES_ZIP = "annotations_instance.zip"
@@ -38,91 +40,34 @@ SPLITS = ("validation", "training")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class DatasetError(ValueError):
-    """A dataset that cannot be found or an image that cannot be read; the message names the file or zip member."""
+LOOKED_FOR = f"{IMAGES_ZIP} (+ {INSTANCES_ZIP}) or {TOP}/images/ + {TOP}/annotations/"
 
 
-class _ZipSource:
-    """Members of one zip file. The ZipFile is opened lazily and again in every process: DataLoader workers are
-    forked, and a forked handle would share its file offset with the parent's."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._zip: zipfile.ZipFile | None = None
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.__init__(state["path"])
-
-    def _open(self) -> zipfile.ZipFile:
-        with self._lock:
-            if self._zip is None or self._pid != os.getpid():
-                try:
-                    self._zip = zipfile.ZipFile(self.path)
-                except (OSError, zipfile.BadZipFile) as e:
-                    raise DatasetError(f"{self.path}: cannot open zip ({e})") from None
-                self._pid = os.getpid()
-            return self._zip
-
-    def files(self, folder: str) -> dict[str, str]:
-        """{file name: member} of the files directly inside `folder` (directory entries left out)."""
-        prefix = folder + "/"
-        return {name[len(prefix):]: name for name in self._open().namelist()
-                if name.startswith(prefix) and "/" not in name[len(prefix):] and len(name) > len(prefix)}
-
-    def read(self, member: str) -> bytes:
-        return self._open().read(member)
-
-    def where(self, member: str) -> str:
-        return f"{self.path}:{member}"
-
-
-class _FolderSource:
-    """Files of an extracted layout, addressed by the same relative names as zip members."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def files(self, folder: str) -> dict[str, str]:
-        directory = self.path / folder
-        if not directory.is_dir():
-            return {}
-        return {entry.name: f"{folder}/{entry.name}" for entry in os.scandir(directory) if entry.is_file()}
-
-    def read(self, member: str) -> bytes:
-        return (self.path / member).read_bytes()
-
-    def where(self, member: str) -> str:
-        return str(self.path / member)
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
+def looks_like(root: Path) -> bool:
+    """Whether `root` holds ADE20K (the zip, or one of the extracted layouts)."""
+    return (root / IMAGES_ZIP).is_file() or (root / TOP / "images").is_dir() or (
+        (root / "images").is_dir() and (root / "annotations").is_dir())
 
 
 def _find_sources(root: Path):
     """(main source, its top folder, instance source or None, its top folder, layout name)."""
     if (root / IMAGES_ZIP).is_file():
-        main, top, layout = _ZipSource(root / IMAGES_ZIP), TOP, "zip"
+        main, top, layout = ZipSource(root / IMAGES_ZIP), TOP, "zip"
     elif (root / TOP / "images").is_dir():
-        main, top, layout = _FolderSource(root), TOP, "extracted"
+        main, top, layout = FolderSource(root), TOP, "extracted"
     elif (root / "images").is_dir() and (root / "annotations").is_dir():
-        main, top, layout = _FolderSource(root), "", "extracted"
+        main, top, layout = FolderSource(root), "", "extracted"
     else:
         raise DatasetError(
             f"{root}: no ADE20K found. Looked for {root / IMAGES_ZIP} (with {INSTANCES_ZIP} beside it), for the "
             f"extracted {root / TOP}/images/ and {root / TOP}/annotations/, and for {root}/images/ + "
             f"{root}/annotations/ (root being the {TOP} folder itself)")
     if (root / INSTANCES_ZIP).is_file():
-        return main, top, _ZipSource(root / INSTANCES_ZIP), INSTANCE_TOP, layout
+        return main, top, ZipSource(root / INSTANCES_ZIP), INSTANCE_TOP, layout
     if (root / INSTANCE_TOP).is_dir():  # EoMT layout, or Mask2Former's with root = ADEChallengeData2016
-        return main, top, _FolderSource(root), INSTANCE_TOP, layout
+        return main, top, FolderSource(root), INSTANCE_TOP, layout
     if top and (root / top / INSTANCE_TOP).is_dir():  # Mask2Former layout
-        return main, top, _FolderSource(root), _join(top, INSTANCE_TOP), layout
+        return main, top, FolderSource(root), join(top, INSTANCE_TOP), layout
     return main, top, None, None, layout
 
 
@@ -190,13 +135,16 @@ def build_panoptic(semantic: np.ndarray, instance: np.ndarray | None) -> tuple[n
 
 
 class ADE20K:
-    """The images of one split in file-name order, with their panoptic ground truth.
+    """The images of one split in file-name order, with their panoptic and semantic ground truth (the reader
+    interface of segdata.sample; `__getitem__` gives an ADE20KSample with the semantic PNG as stored).
 
     `skip_constant=True` leaves out images whose semantic PNG has a single value, as the official EoMT validation
     does (it then reads every semantic PNG once here); the default keeps all, as Mask2Former does. An image whose
     file or annotation is missing or unreadable raises DatasetError when it is read; the others stay readable.
     """
 
+    name = "ade20k"
+    tasks = frozenset({"panoptic", "semantic"})
     has_ground_truth = True
 
     def __init__(self, root: str | os.PathLike, split: str = "validation", skip_constant: bool = False):
@@ -206,9 +154,9 @@ class ADE20K:
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: not a folder (expected one holding {IMAGES_ZIP} and {INSTANCES_ZIP})")
         self._source, top, self._instance_source, instance_top, self.layout = _find_sources(self.root)
-        self._image_folder = _join(top, "images", split)
-        self._annotation_folder = _join(top, "annotations", split)
-        self._instance_folder = _join(instance_top, split) if self._instance_source else None
+        self._image_folder = join(top, "images", split)
+        self._annotation_folder = join(top, "annotations", split)
+        self._instance_folder = join(instance_top, split) if self._instance_source else None
 
         images = {name: member for name, member in self._source.files(self._image_folder).items()
                   if name.lower().endswith(IMAGE_SUFFIXES)}
@@ -229,30 +177,21 @@ class ADE20K:
             self.stems = [self.stems[i] for i in keep]
             self._image_members = [self._image_members[i] for i in keep]
 
+    @property
+    def classes(self) -> tuple[ADE20KClass, ...]:
+        return ade20k_classes()
+
+    @property
+    def image_ids(self) -> list[int]:
+        return list(range(len(self.stems)))
+
     def __len__(self) -> int:
         return len(self.stems)
-
-    def _read(self, source, member: str) -> bytes:
-        try:
-            return source.read(member)
-        except (KeyError, FileNotFoundError):
-            raise DatasetError(f"{source.where(member)}: missing") from None
-        except (OSError, zipfile.BadZipFile) as e:
-            raise DatasetError(f"{source.where(member)}: cannot read ({e})") from None
-
-    def _decode(self, source, member: str) -> Image.Image:
-        data = self._read(source, member)
-        try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
-            return image
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-            raise DatasetError(f"{source.where(member)}: cannot decode image ({e})") from None
 
     def read_image(self, index: int) -> Image.Image:
         """The RGB image (grayscale and CMYK JPEGs converted). EXIF orientation is not applied: the annotations
         are aligned with the stored pixels."""
-        return to_rgb_image(self._decode(self._source, self._image_members[index]))
+        return to_rgb_image(decode_image(self._source, self._image_members[index]))
 
     def _semantic_member(self, index: int) -> str:
         name = f"{self.stems[index]}.png"
@@ -261,7 +200,7 @@ class ADE20K:
     def read_semantic(self, index: int) -> np.ndarray:
         """The semantic PNG as stored: (H, W) uint8, 0 = unlabeled, v = class v - 1."""
         member = self._semantic_member(index)
-        png = self._decode(self._source, member)
+        png = decode_image(self._source, member)
         if png.mode not in ("L", "P"):
             raise DatasetError(f"{self._source.where(member)}: a semantic annotation must be a single-channel "
                                f"8-bit PNG, this one is mode {png.mode}")
@@ -279,7 +218,7 @@ class ADE20K:
         member = self._instances.get(f"{self.stems[index]}.png")
         if member is None:  # no instance annotation: things are void
             return None
-        png = self._decode(self._instance_source, member)
+        png = decode_image(self._instance_source, member)
         if png.mode not in ("RGB", "RGBA"):
             raise DatasetError(f"{self._instance_where(index)}: an instance annotation must be an RGB PNG, "
                                f"this one is mode {png.mode}")
@@ -296,19 +235,38 @@ class ADE20K:
         except DatasetError:
             return False  # kept, so that reading it reports the problem
 
+    def _panoptic(self, index: int, semantic: np.ndarray, size: tuple[int, int] | None):
+        """Segment map and segments; `size` (H, W) is the image's when it was read, else the semantic map's."""
+        instance = self._read_instance(index)
+        against = f"the image is {size[1]}x{size[0]}" if size else "the semantic annotation is {}x{}".format(
+            *semantic.shape[::-1])
+        size = size or semantic.shape
+        if semantic.shape != size:
+            raise DatasetError(f"{self._source.where(self._semantic_member(index))}: annotation is "
+                               f"{semantic.shape[1]}x{semantic.shape[0]}, {against}")
+        if instance is not None and instance.shape[:2] != size:
+            raise DatasetError(f"{self._instance_where(index)}: annotation is {instance.shape[1]}x"
+                               f"{instance.shape[0]}, {against}")
+        try:
+            return build_panoptic(semantic, instance)
+        except ValueError as e:  # only the instance PNG can be inconsistent
+            raise DatasetError(f"{self._instance_where(index)}: {e}") from None
+
+    def panoptic(self, index: int) -> tuple[np.ndarray, list[dict]]:
+        """(segment_map (H, W) int32 with 0 = void, segments) as Mask2Former and EoMT build them."""
+        return self._panoptic(index, self.read_semantic(index), None)
+
+    def semantic(self, index: int) -> np.ndarray:
+        """(H, W) uint8 class ids, 255 where the PNG says unlabeled (value v is class v - 1)."""
+        return ade20k_labels(self.read_semantic(index))
+
     def __getitem__(self, index: int) -> ADE20KSample:
         image = self.read_image(index)
         semantic = self.read_semantic(index)
-        instance = self._read_instance(index)
-        size = (image.height, image.width)
-        if semantic.shape != size:
-            raise DatasetError(f"{self._source.where(self._semantic_member(index))}: annotation is "
-                               f"{semantic.shape[1]}x{semantic.shape[0]}, the image is {image.width}x{image.height}")
-        if instance is not None and instance.shape[:2] != size:
-            raise DatasetError(f"{self._instance_where(index)}: annotation is {instance.shape[1]}x"
-                               f"{instance.shape[0]}, the image is {image.width}x{image.height}")
-        try:
-            segment_map, segments = build_panoptic(semantic, instance)
-        except ValueError as e:  # only the instance PNG can be inconsistent
-            raise DatasetError(f"{self._instance_where(index)}: {e}") from None
+        segment_map, segments = self._panoptic(index, semantic, (image.height, image.width))
         return ADE20KSample(self.stems[index], image, segment_map, segments, semantic)
+
+    def sample(self, index: int) -> Sample:
+        """The image with its panoptic and semantic ground truth (semantic as class ids, 255 = unlabeled)."""
+        ade = self[index]
+        return Sample(ade.stem, ade.image, ade.segment_map, ade.segments, ade20k_labels(ade.semantic))

@@ -17,27 +17,7 @@ from PIL import Image
 
 from eomt import atomic
 from segdata.ade20k import IMAGES_ZIP, INSTANCE_TOP, INSTANCES_ZIP, SPLITS, TOP
-
-# A fixed timestamp makes the same data give byte-identical zips.
-_DATE = (2016, 1, 1, 0, 0, 0)
-
-
-def _member(archive: zipfile.ZipFile, name: str, data: bytes | None = None) -> None:
-    """Adds a file, or a directory entry when `data` is None (`zip -r` writes those too)."""
-    info = zipfile.ZipInfo(name, date_time=_DATE)
-    info.compress_type = archive.compression
-    if data is None:
-        info.external_attr = 0o40755 << 16 | 0x10
-        data = b""
-    else:
-        info.external_attr = 0o644 << 16
-    archive.writestr(info, data)
-
-
-def _encode(image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+from segdata.zip_writing import add_member, encode
 
 
 def _image_jpeg(image, quality: int) -> bytes:
@@ -49,7 +29,7 @@ def _image_jpeg(image, quality: int) -> bytes:
         image = Image.fromarray(array)
     elif image.mode not in ("RGB", "L", "CMYK"):
         image = image.convert("RGB")
-    return _encode(image, "JPEG", quality=quality)
+    return encode(image, "JPEG", quality=quality)
 
 
 def _check_annotation(array, shape: tuple[int, ...], what: str, stem: str) -> np.ndarray:
@@ -71,26 +51,26 @@ def write_ade20k_zips(folder: str | os.PathLike, splits: Mapping[str, Iterable[t
     images_buffer, instances_buffer = io.BytesIO(), io.BytesIO()
     with zipfile.ZipFile(images_buffer, "w", zipfile.ZIP_DEFLATED) as images_zip, \
             zipfile.ZipFile(instances_buffer, "w", zipfile.ZIP_STORED) as instances_zip:  # zip -r -0
-        _member(images_zip, f"{TOP}/")
+        add_member(images_zip, f"{TOP}/")
         for sub in ("images", "annotations"):
-            _member(images_zip, f"{TOP}/{sub}/")
-        _member(instances_zip, f"{INSTANCE_TOP}/")
+            add_member(images_zip, f"{TOP}/{sub}/")
+        add_member(instances_zip, f"{INSTANCE_TOP}/")
         for split, samples in splits.items():
             if split not in SPLITS:
                 raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
             for sub in ("images", "annotations"):
-                _member(images_zip, f"{TOP}/{sub}/{split}/")
-            _member(instances_zip, f"{INSTANCE_TOP}/{split}/")
+                add_member(images_zip, f"{TOP}/{sub}/{split}/")
+            add_member(instances_zip, f"{INSTANCE_TOP}/{split}/")
             for stem, image, semantic, instance in samples:
                 size = image.size[::-1] if isinstance(image, Image.Image) else np.asarray(image).shape[:2]
                 semantic = _check_annotation(semantic, tuple(size), "semantic map", stem)
-                _member(images_zip, f"{TOP}/images/{split}/{stem}.jpg", _image_jpeg(image, jpeg_quality))
-                _member(images_zip, f"{TOP}/annotations/{split}/{stem}.png",
-                        _encode(Image.fromarray(semantic), "PNG"))
+                add_member(images_zip, f"{TOP}/images/{split}/{stem}.jpg", _image_jpeg(image, jpeg_quality))
+                add_member(images_zip, f"{TOP}/annotations/{split}/{stem}.png",
+                        encode(Image.fromarray(semantic), "PNG"))
                 if instance is not None:
                     instance = _check_annotation(instance, (*size, 3), "instance map", stem)
-                    _member(instances_zip, f"{INSTANCE_TOP}/{split}/{stem}.png",
-                            _encode(Image.fromarray(instance), "PNG"))
+                    add_member(instances_zip, f"{INSTANCE_TOP}/{split}/{stem}.png",
+                            encode(Image.fromarray(instance), "PNG"))
     images_path, instances_path = folder / IMAGES_ZIP, folder / INSTANCES_ZIP
     atomic.write_bytes(images_path, images_buffer.getvalue())
     atomic.write_bytes(instances_path, instances_buffer.getvalue())

@@ -7,6 +7,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from eomt.images import to_rgb_image
+from segdata.sample import Sample
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -16,8 +17,13 @@ class ImageFolderError(ValueError):
 
 
 class ImageFolder:
-    """The image files directly inside `root`, in file-name order."""
+    """The image files directly inside `root`, in file-name order: the reader interface of segdata.sample
+    without any ground truth."""
 
+    name = "images"
+    split = None
+    classes = ()
+    tasks = frozenset()
     has_ground_truth = False
 
     def __init__(self, root: str | Path):
@@ -32,6 +38,10 @@ class ImageFolder:
         self.stems = [p.stem for p in self.paths]
         self.keys = [p.name for p in self.paths]
 
+    @property
+    def image_ids(self) -> list[int]:
+        return list(range(len(self.paths)))
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -43,3 +53,7 @@ class ImageFolder:
                 return to_rgb_image(image)
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise ImageFolderError(f"{path}: cannot decode image ({e})") from None
+
+    def sample(self, index: int) -> Sample:
+        """The image alone (a folder of photos has no ground truth)."""
+        return Sample(self.stems[index], self.read_image(index))

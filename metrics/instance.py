@@ -1,0 +1,201 @@
+"""COCO mask AP exactly as pycocotools' COCOeval(iouType="segm") computes it, per-image matches for ranking
+images, and the conversions that let any prediction be scored as instances.
+
+- `mask_ap(gt, results)`: AP, AP50, AP75, AP S/M/L, AR and AP per class. The evaluator is hotcoco's COCOeval, a
+  Rust reimplementation that gives pycocotools' numbers (tests/test_instance_metrics.py compares the two on the
+  same files) about 7x faster (bench/metrics.py). pycocotools' rules that change numbers stay: area ranges
+  closed at both ends (area 1024 is small and medium), ground truth binned by its JSON `area`, a result that
+  carries a `bbox` binned by the box's w x h (`results_from_instances` writes none), at most 100 detections per
+  image and category, crowd regions ignored.
+- `image_counts(gt, results, height, width)`: TP/FP/FN of one image per category at IoU 0.5 and 0.75 with
+  COCOeval's matching (docs/metrics.md, "Mask AP").
+- `results_from_instances`, `instances_from_panoptic`, `annotations_from_panoptic`: predictions and panoptic
+  ground truth into COCO form.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+THRESHOLDS = (0.5, 0.75)
+MAX_DETECTIONS = 100
+_STATS = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large",
+          "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """A boolean (H, W) mask as compressed COCO RLE {"size": [h, w], "counts": str} (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def annotation_rle(segmentation, height: int, width: int) -> dict:
+    """Compressed RLE of a COCO segmentation: polygons (merged), uncompressed RLE or compressed RLE."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
+        return segmentation
+    raise ValueError(f"not a COCO segmentation (polygons or RLE): {str(segmentation)[:80]}")
+
+
+def results_from_instances(image_id: int, instances: Sequence[Mapping], category_ids: Sequence[int] | None = None,
+                           top_k: int = MAX_DETECTIONS) -> list[dict]:
+    """COCO results of one image's predicted instances ({"mask" (H, W) bool, "category_id" contiguous, "score"}):
+    the top_k by score (stable), each {"image_id", "category_id", "segmentation" (RLE), "score"} with the
+    category mapped through `category_ids` (contiguous id -> the file's id; None keeps it). No `bbox`, so
+    pycocotools bins a result by its mask area. A mask shared by several instances is encoded once."""
+    order = sorted(range(len(instances)), key=lambda k: -float(instances[k]["score"]))[:top_k]
+    encoded: dict[int, dict] = {}
+    results = []
+    for k in order:
+        instance = instances[k]
+        mask = instance["mask"]
+        if id(mask) not in encoded:
+            encoded[id(mask)] = encode_mask(mask)
+        category = int(instance["category_id"])
+        results.append({"image_id": image_id,
+                        "category_id": int(category_ids[category]) if category_ids is not None else category,
+                        "segmentation": encoded[id(mask)], "score": float(instance["score"])})
+    return results
+
+
+def instances_from_panoptic(segment_map: np.ndarray, segments: Sequence[Mapping]) -> list[dict]:
+    """The thing segments of a panoptic prediction as instances {"mask", "category_id", "score"} (score = the
+    segment's score, 1.0 when it has none); stuff segments are left out. `segment_map` may use any void value."""
+    return [{"mask": segment_map == s["id"], "category_id": int(s["category_id"]),
+             "score": float(s.get("score", 1.0))} for s in segments if s["isthing"]]
+
+
+def annotations_from_panoptic(segment_map: np.ndarray, segments: Sequence[Mapping], image_id: int,
+                              first_id: int = 1) -> list[dict]:
+    """Instance ground truth from a panoptic one (datasets without an instance file): one COCO annotation per
+    thing segment, crowd kept, area = pixel count, ids from `first_id`."""
+    annotations = []
+    for s in segments:
+        if not s["isthing"]:
+            continue
+        mask = segment_map == s["id"]
+        rle = encode_mask(mask)
+        annotations.append({"id": first_id + len(annotations), "image_id": image_id,
+                            "category_id": int(s["category_id"]), "iscrowd": int(s.get("iscrowd", 0)),
+                            "area": float(mask.sum()), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                            "segmentation": rle})
+    return annotations
+
+
+def _check_results(gt: Mapping, results: Sequence[Mapping]) -> None:
+    image_ids = {image["id"] for image in gt["images"]}
+    category_ids = {category["id"] for category in gt["categories"]}
+    for what, known, key in (("image", image_ids, "image_id"), ("category", category_ids, "category_id")):
+        unknown = sorted({r[key] for r in results} - known)
+        if unknown:
+            raise ValueError(f"results name {what} ids {unknown[:8]} that the ground truth does not list"
+                             + (" (contiguous class ids instead of the file's?)" if what == "category" else ""))
+
+
+def _value(x: float) -> float | None:
+    return None if x < 0 else float(x)  # pycocotools' -1: nothing to average
+
+
+def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True) -> dict:
+    """COCO mask AP of `results` (a list of COCO results) against `gt` (a COCO instance document: images,
+    annotations, categories). Returns {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10",
+    "ar100", "ar_small", "ar_medium", "ar_large"} (None where pycocotools says -1: no ground truth in that range)
+    and "per_class": {category id: AP or None}. ValueError for results naming images or categories the ground
+    truth does not list."""
+    import hotcoco  # imported here: only mask AP needs it
+
+    _check_results(gt, results)
+    coco_gt = hotcoco.COCO(dict(gt))
+    evaluator = hotcoco.COCOeval(coco_gt, coco_gt.load_res(list(results)), "segm")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    summary = {name: _value(v) for name, v in zip(_STATS, evaluator.stats, strict=True)}
+    if per_class:
+        # precision[T, R, K, A, M]: the class's AP over area "all" and 100 detections, as summarize averages it
+        precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]
+        summary["per_class"] = {}
+        for k, category_id in enumerate(evaluator.params.cat_ids):
+            values = precision[:, :, k]
+            values = values[values > -1]
+            summary["per_class"][int(category_id)] = float(values.mean()) if values.size else None
+    return summary
+
+
+@dataclass
+class MatchCounts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def __add__(self, other: MatchCounts) -> MatchCounts:
+        return MatchCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+
+def _match(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> MatchCounts:
+    """COCOeval.evaluateImg for one category at one threshold, area range "all": detections (rows, by score)
+    take the unmatched non-crowd gt (columns, non-crowd first) of highest IoU >= threshold, else a crowd gt
+    (the detection is then ignored)."""
+    n_dt, n_gt = ious.shape
+    matched = np.zeros(n_gt, dtype=bool)
+    tp = fp = 0
+    for d in range(n_dt):
+        best, m = min(threshold, 1 - 1e-10), -1
+        for g in range(n_gt):
+            if matched[g] and not crowd[g]:
+                continue
+            if m > -1 and not crowd[m] and crowd[g]:
+                break
+            if ious[d, g] < best:
+                continue
+            best, m = ious[d, g], g
+        if m == -1:
+            fp += 1
+        elif not crowd[m]:
+            matched[m] = True
+            tp += 1
+    return MatchCounts(tp, fp, int((~crowd).sum()) - tp)
+
+
+def image_counts(gt: Sequence[Mapping], results: Sequence[Mapping], height: int, width: int,
+                 thresholds: Sequence[float] = THRESHOLDS,
+                 max_detections: int = MAX_DETECTIONS) -> dict[float, dict[int, MatchCounts]]:
+    """{threshold: {category id: MatchCounts}} of one image: `gt` its COCO annotations (polygons or RLE, with
+    iscrowd), `results` its COCO results; category ids just have to agree between the two. The matching is
+    COCOeval's (see `_match`): per category the max_detections best-scored results, greedy by score; a result on a
+    crowd region is neither TP nor FP; FN = unmatched non-crowd gt."""
+    gt_rles = [annotation_rle(a["segmentation"], height, width) for a in gt]
+    counts: dict[float, dict[int, MatchCounts]] = {t: {} for t in thresholds}
+    for category in sorted({a["category_id"] for a in gt} | {r["category_id"] for r in results}):
+        g = [k for k, a in enumerate(gt) if a["category_id"] == category]
+        crowd = np.array([bool(gt[k].get("iscrowd", 0)) for k in g], dtype=bool)
+        order = np.argsort(crowd, kind="stable")
+        g, crowd = [g[k] for k in order], crowd[order]
+        d = [r for r in results if r["category_id"] == category]
+        d = [d[k] for k in np.argsort([-r["score"] for r in d], kind="stable")][:max_detections]
+        if d and g:
+            ious = np.asarray(mask_utils.iou([annotation_rle(r["segmentation"], height, width) for r in d],
+                                             [gt_rles[k] for k in g], crowd.astype(np.uint8).tolist()))
+        else:
+            ious = np.zeros((len(d), len(g)))
+        for t in thresholds:
+            counts[t][int(category)] = _match(ious.reshape(len(d), len(g)), crowd, t)
+    return counts
+
+
+def total_counts(per_category: Mapping[int, MatchCounts]) -> MatchCounts:
+    """The counts of an image (or dataset) summed over categories."""
+    total = MatchCounts()
+    for c in per_category.values():
+        total = total + c
+    return total
