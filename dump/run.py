@@ -11,6 +11,7 @@ Exit status: 0 when every image of every model is done, 3 when some images faile
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from eomt.classes import ClassTable
 
 EXIT_REFUSED = 1
 EXIT_SOME_FAILED = 3
+_ADDRESS = re.compile(r"<([^<>]*?) at 0x[0-9a-fA-F]+>")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class _Run:
     def failed(self, stage: str):
         """A reporter of failures at one stage ("data" or a model name): console and failures.json."""
         def record(index: int, reason: str) -> None:
+            # Object reprs carry memory addresses, which would make failures.json differ on every rerun.
+            reason = _ADDRESS.sub(r"<\1>", reason)
             image = self.layout.image_name(index)
             self.failures.append({"image": image, "index": index, "stage": stage, "reason": reason})
             print(f"\n{image} ({self.dataset.keys[index]}), {stage}: {reason}", file=sys.stderr)

@@ -14,9 +14,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from eomt import atomic
 from eomt.config import PRECISIONS, TASKS
+from eomt.images import MAX_PIXELS
+from eomt.render import render_panoptic
 
 INSTANCE_MIN_SCORE = 0.5  # instances drawn and listed; the predictor returns the top 100 whatever their score
 
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output PNG")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--dtype", default="fp32", choices=PRECISIONS)
+    predict.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                         help=f"refuse larger images (default {MAX_PIXELS:,}; 0: no limit)")
     return parser
 
 
@@ -63,25 +67,19 @@ def _label_maps(task: str, predictor, image) -> tuple[np.ndarray, np.ndarray | N
 
 
 def predict(args: argparse.Namespace) -> int:
-    import torch
-
     import eomt
+    from eomt.devices import check_precision, resolve_device
     from eomt.images import load_image
-    from eomt.render import render_panoptic
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    image = load_image(args.image)
+    device = resolve_device(args.device)
+    check_precision(args.dtype, device)
+    image = load_image(args.image, max_pixels=args.max_pixels or None)
     model = eomt.load_model(args.model, preset=args.preset, device=device)
     task = args.task or model.config.task
     predictor = eomt.Predictor(model, dtype=args.dtype)
     class_map, segment_map, lines = _label_maps(task, predictor, image)
     picture = render_panoptic(class_map, segment_map, np.asarray(model.config.colors(), dtype=np.uint8))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture).save(args.out)
+    atomic.write_png(args.out, picture)
     height, width = class_map.shape
     print(f"{args.image} ({width}x{height}), {task}, {len(lines)} {'classes' if task == 'semantic' else 'segments'}"
           f" -> {args.out}")
@@ -96,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad image, checkpoint (CheckpointError) or option: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the output path: a folder, read-only, a full disk
+        print(f"error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,16 +4,36 @@ readers use the same conversion as the predictor without importing torch."""
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# More pixels than this are refused before decoding: a 2 MB PNG can hold 12000 x 12000 pixels (a "decompression
+# bomb"), and predicting at full resolution needs several bytes per pixel and query chunk. 40 MP covers 8K video
+# frames and most cameras; callers may raise it.
+MAX_PIXELS = 40_000_000
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Opens an image file, with a ValueError naming the file when it is missing or unreadable."""
+
+def check_size(width: int, height: int, max_pixels: int | None, where: str) -> None:
+    """ValueError naming `where` when width x height exceeds `max_pixels` (None: no limit)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(f"{where}: {width}x{height} is {width * height / 1e6:.1f} megapixels, more than the "
+                         f"limit of {max_pixels / 1e6:.1f}; downscale it first, or raise the limit")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
+    """Opens an image file, with a ValueError naming the file when it is missing, unreadable or larger than
+    `max_pixels` (checked from its header, before the pixels are decoded)."""
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():  # the size is checked here, not by a warning on stderr
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        check_size(image.width, image.height, max_pixels, str(path))
+        image.load()  # PIL closes a file it opened by name once the pixels are read
+    except Image.DecompressionBombError:
+        raise ValueError(f"{path}: more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, which PIL refuses "
+                         "to decode (a decompression bomb?)") from None
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f"{path}: cannot read image ({err})") from err
     return image

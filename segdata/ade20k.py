@@ -7,8 +7,8 @@ Accepted layouts of `root` (as the dataset is distributed, or as users extract i
     Mask2Former   ADEChallengeData2016/{images,annotations,annotations_instance}/<split>/
     (root may also be the ADEChallengeData2016 folder itself)
 
-Without any instance annotations (the zip, the folder or an image's PNG) thing pixels are void: what the panoptic
-ground truth of a semantic-only sample is. The panoptic ground truth is built as Mask2Former and EoMT build it
+Without any instance annotations (no zip, no folder) thing pixels are void: what the panoptic ground truth of a
+semantic-only sample is. With them, an image whose instance PNG is missing is an error. The panoptic ground truth is built as Mask2Former and EoMT build it
 (section 2): stuff segments from the semantic PNG, thing segments from the instance PNG painted over them,
 everything else void, areas counted after painting.
 """
@@ -215,9 +215,16 @@ class ADE20K:
         return self._instance_source.where(self._instances[f"{self.stems[index]}.png"])
 
     def _read_instance(self, index: int) -> np.ndarray | None:
-        member = self._instances.get(f"{self.stems[index]}.png")
-        if member is None:  # no instance annotation: things are void
+        """The instance PNG, or None when the data has no instance annotations at all (things are void then).
+        With instance annotations, every image has its PNG (all zeros without things): a missing one is an
+        error, or its things would silently become void and change PQ."""
+        if self._instance_source is None:
             return None
+        name = f"{self.stems[index]}.png"
+        member = self._instances.get(name)
+        if member is None:
+            raise DatasetError(f"{self._instance_source.where(join(self._instance_folder, name))}: missing (the "
+                               f"instance annotation of {self.keys[index]})")
         png = decode_image(self._instance_source, member)
         if png.mode not in ("RGB", "RGBA"):
             raise DatasetError(f"{self._instance_where(index)}: an instance annotation must be an RGB PNG, "

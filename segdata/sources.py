@@ -206,7 +206,9 @@ def decode_image(source: Source, member: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:  # its message names the in-memory buffer by address: say what it means
+        raise DatasetError(f"{source.where(member)}: cannot decode image (not an image format PIL can read)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DatasetError(f"{source.where(member)}: cannot decode image ({e})") from None
 
 

@@ -87,22 +87,23 @@ def assert_construction(sample, instance):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """Zips with: 1 the construction case, 2 a grayscale JPEG, 3 a CMYK JPEG without instance PNG, 4 a constant
+    """Zips with: 1 the construction case, 2 a grayscale JPEG, 3 a CMYK JPEG without things, 4 a constant
     semantic map; listed out of order, plus one training image."""
     folder = tmp_path_factory.mktemp("ade")
     semantic, instance = construction_case()
     other = np.full((H, W), FLOOR.semantic_value, np.uint8)
     other[:10] = 0
+    no_things = np.zeros((H, W, 3), np.uint8)
     gray = Image.fromarray(smooth_image(2)[..., 0])
     cmyk = Image.new("CMYK", (W, H), (0, 255, 255, 0))  # red
     write_ade20k_zips(folder, {
         "validation": [
-            ("ADE_val_00000003", cmyk, other, None),
+            ("ADE_val_00000003", cmyk, other, no_things),
             ("ADE_val_00000001", smooth_image(1), semantic, instance),
-            ("ADE_val_00000004", smooth_image(4), np.full((H, W), WALL.semantic_value, np.uint8), None),
-            ("ADE_val_00000002", gray, other, np.zeros((H, W, 3), np.uint8)),
+            ("ADE_val_00000004", smooth_image(4), np.full((H, W), WALL.semantic_value, np.uint8), no_things),
+            ("ADE_val_00000002", gray, other, no_things),
         ],
-        "training": [("ADE_train_00000001", smooth_image(5), other, None)],
+        "training": [("ADE_train_00000001", smooth_image(5), other, no_things)],
     })
     return folder
 
@@ -114,7 +115,6 @@ def test_zip_member_layout(dataset):
     assert all(name.startswith("ADEChallengeData2016/") for name in images)
     instances = zipfile.ZipFile(dataset / INSTANCES_ZIP)
     assert "annotations_instance/validation/ADE_val_00000001.png" in instances.namelist()
-    assert "annotations_instance/validation/ADE_val_00000003.png" not in instances.namelist()
     assert {info.compress_type for info in instances.infolist()} == {zipfile.ZIP_STORED}  # zip -r -0
     assert Image.open(io.BytesIO(instances.read("annotations_instance/validation/ADE_val_00000001.png"))).mode == "RGB"
 
@@ -150,7 +150,7 @@ def test_grayscale_and_cmyk_jpegs_become_rgb(dataset):
     assert np.abs(channels[..., 0] - smooth_image(2)[..., 0]).mean() < 3
     red = np.asarray(ds.read_image(2)).astype(int)
     assert ds.read_image(2).mode == "RGB" and (red[..., 0] > 240).all() and (red[..., 1:] < 15).all()
-    # An all-zero instance PNG and no instance PNG both mean no things.
+    # An all-zero instance PNG means no things.
     assert all(not s["isthing"] for i in (1, 2) for s in ds[i].segments)
 
 
@@ -212,11 +212,14 @@ def assert_stuff_only_ground_truth(ds: ADE20K):
 
 
 def test_real_images_through_a_generated_zip(tmp_path):
-    samples = [(stem, Image.open(SAMPLE / "images" / f"{stem}.jpg"),
-                np.asarray(Image.open(SAMPLE / "annotations" / f"{stem}.png")), None) for stem in real_samples()]
+    samples = []
+    for stem in real_samples():
+        semantic = np.asarray(Image.open(SAMPLE / "annotations" / f"{stem}.png"))
+        no_things = np.zeros((*semantic.shape, 3), np.uint8)  # the sample has no instance annotations
+        samples.append((stem, Image.open(SAMPLE / "images" / f"{stem}.jpg"), semantic, no_things))
     write_ade20k_zips(tmp_path, {"validation": samples})
     ds = ADE20K(tmp_path)
-    assert ds.has_instances  # the zip is there, it just has no entry for these images
+    assert ds.has_instances
     assert_stuff_only_ground_truth(ds)
 
 
@@ -279,6 +282,18 @@ def test_missing_annotation_is_reported_and_the_rest_readable(dataset, tmp_path)
     assert ds.read_image(1).size == (W, H)
     assert_others_readable(ds, 1)
     assert ADE20K(tmp_path, skip_constant=True).stems[1] == "ADE_val_00000002"  # kept, so it is reported
+
+
+def test_missing_instance_annotation_is_reported_and_the_rest_readable(dataset, tmp_path):
+    # Without this the image's things would silently be void and its PQ would change.
+    member = "annotations_instance/validation/ADE_val_00000001.png"
+    ds = broken_copy(dataset, tmp_path, INSTANCES_ZIP, {member: None})
+    for read in (ds.__getitem__, ds.panoptic):
+        with pytest.raises(DatasetError, match=f"^{tmp_path / INSTANCES_ZIP}:{member}: missing "
+                                               r"\(the instance annotation of ADE_val_00000001.jpg\)$"):
+            read(0)
+    assert ds.read_image(0).size == (W, H) and ds.semantic(0).shape == (H, W)
+    assert_others_readable(ds, 0)
 
 
 def test_corrupt_image_is_reported_and_the_rest_readable(dataset, tmp_path):

@@ -1,0 +1,122 @@
+"""Regression tests of the hardening issue: each reproduces what hostile or unlucky input did before."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import predict_dump
+from dump.run import EXIT_SOME_FAILED
+from synthetic.ade20k import write_toy_ade20k
+from synthetic.models import confident_model, tiny_ade_config
+
+ROOT = Path(__file__).resolve().parents[1]
+N_IMAGES = 3
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Toy ADE20K zips and a tiny checkpoint that predicts segments."""
+    import eomt
+
+    base = tmp_path_factory.mktemp("hardening")
+    data = write_toy_ade20k(base / "ade", N_IMAGES)
+    checkpoint = eomt.save_model(confident_model(tiny_ade_config(num_queries=3), seed=1), base / "tiny.safetensors")
+    return {"base": base, "data": data, "checkpoint": checkpoint}
+
+
+def dump(args: list) -> int:
+    return predict_dump.main([*map(str, args), "--workers", "0"])
+
+
+def remove_member(zip_path: Path, suffix: str) -> str:
+    with zipfile.ZipFile(zip_path) as src:
+        members = [(info, src.read(info)) for info in src.infolist()]
+    removed = next(info.filename for info, _ in members if info.filename.endswith(suffix))
+    with zipfile.ZipFile(zip_path, "w") as dst:
+        for info, payload in members:
+            if info.filename != removed:
+                dst.writestr(info, payload)
+    return removed
+
+
+def test_a_missing_instance_annotation_is_a_reported_failure(setup, tmp_path, capsys):
+    # Before: the image's things silently became void, its PQ changed and the run exited 0.
+    data = tmp_path / "ade"
+    shutil.copytree(setup["data"], data)
+    member = remove_member(data / "annotations_instance.zip", "ADE_val_00000002.png")
+    out = tmp_path / "out"
+    assert dump(["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]) == EXIT_SOME_FAILED
+    failures = json.loads((out / "failures.json").read_text())["failures"]
+    assert [(f["image"], f["stage"]) for f in failures] == [("val_0001", "data")]
+    assert member in failures[0]["reason"] and "missing" in failures[0]["reason"]
+    assert member in capsys.readouterr().err
+    counts = json.loads((out / "instance_counts.json").read_text())
+    assert "val_0001_pq_pred_m" not in counts["pq"] and counts["dataset_level_metrics"]["m"]["n_images"] == 2
+
+
+def test_failure_reasons_are_the_same_on_every_rerun(setup, tmp_path):
+    # Before: PIL's message named the in-memory buffer by address, so failures.json changed on every run.
+    data = tmp_path / "ade"
+    shutil.copytree(setup["data"], data)
+    images = data / "ADEChallengeData2016.zip"
+    with zipfile.ZipFile(images) as src:
+        members = [(info, src.read(info)) for info in src.infolist()]
+    with zipfile.ZipFile(images, "w") as dst:
+        for info, payload in members:
+            dst.writestr(info, b"not an image at all" if info.filename.endswith("00000002.jpg") else payload)
+    reasons = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        assert dump(["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]) == EXIT_SOME_FAILED
+        reasons.append((out / "failures.json").read_text())
+    assert reasons[0] == reasons[1] and " at 0x" not in reasons[0]
+    assert "cannot decode image (not an image format PIL can read)" in reasons[0]
+
+
+def huge_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A tiny file whose PNG header claims width x height pixels: what a decompression bomb looks like to a
+    reader before it decodes anything (a real one is a few MB of zeros that inflate to gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def eomt_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "eomt", "predict", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_predict_refuses_a_decompression_bomb_in_one_line(setup, tmp_path):
+    # Before: PIL only warned above 89 MP and the predictor went on to allocate gigabytes.
+    for side, message in ((12000, "12000x12000 is 144.0 megapixels, more than the limit of 40.0"),
+                          (20000, "more than 179 megapixels, which PIL refuses to decode")):
+        bomb = huge_png(tmp_path / f"bomb{side}.png", side, side)
+        result = eomt_cli(bomb, "--model", setup["checkpoint"], "--out", tmp_path / "out.png", "--device", "cpu")
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert f"{bomb}: {message}" in result.stderr
+
+
+def test_predict_into_a_folder_is_one_line_with_status_1(setup, tmp_path):
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (90, 120, 30)).save(photo)
+    (tmp_path / "taken").mkdir()
+    result = eomt_cli(photo, "--model", setup["checkpoint"], "--out", tmp_path / "taken", "--device", "cpu")
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "taken" in result.stderr and "Is a directory" in result.stderr
