@@ -179,12 +179,25 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return obj, {}
 
 
+def _shard_names(index: Path) -> list[str]:
+    """The shard files a model.safetensors.index.json names; each must be a plain file name in its folder (a
+    name such as ../../x would read files outside it)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{index}: not a readable shard index ({type(err).__name__}: {err})") from None
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index}: shard {shard!r} is not a file name inside {index.parent}")
+    return shards
+
+
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], Path]:
     index = folder / "model.safetensors.index.json"
     if index.exists():  # a sharded save_pretrained
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state = {}
-        for shard in shards:
+        for shard in _shard_names(index):
             state.update(read_weights(folder / shard)[0])
         return state, {}, index
     for name in HF_WEIGHT_FILES:

@@ -120,3 +120,15 @@ def test_predict_into_a_folder_is_one_line_with_status_1(setup, tmp_path):
     result = eomt_cli(photo, "--model", setup["checkpoint"], "--out", tmp_path / "taken", "--device", "cpu")
     assert result.returncode == 1 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "taken" in result.stderr and "Is a directory" in result.stderr
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/x.safetensors", ".."])
+def test_checkpoint_shards_stay_inside_their_folder(tmp_path, shard):
+    import eomt
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"q.weight": shard}}))
+    with pytest.raises(eomt.CheckpointError, match="is not a file name inside"):
+        eomt.load_model(folder)
