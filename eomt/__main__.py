@@ -1,10 +1,12 @@
 """Command line: predict one photo and write a coloured picture of the prediction.
 
     python -m eomt predict IMAGE --model SOURCE [--preset NAME] [--task panoptic|instance|semantic] --out OUT.png
-                           [--device auto|cpu|cuda] [--dtype fp32|bf16|fp16]
+                           [--device auto|cpu|cuda] [--dtype fp32|bf16|fp16] [--backbone-weights BACKBONE]
 
 SOURCE: a checkpoint file (.bin/.pt/.pth/.safetensors), a Hugging Face format folder, a hub repo id such as
 tue-mps/ade20k_panoptic_eomt_large_640, or a preset name. The segments are printed, one per line.
+BACKBONE: the pretrained DINOv3 backbone a delta checkpoint (the published *_dinov3 models) is relative to: a
+file or folder of Meta's or transformers' weights, or a hub id such as facebook/dinov3-vitl16-pretrain-lvd1689m.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, required=True, help="output PNG")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    predict.add_argument("--backbone-weights", help="DINOv3 backbone of a delta checkpoint (file, folder or hub id, "
+                                                    "e.g. facebook/dinov3-vitl16-pretrain-lvd1689m)")
     return parser
 
 
@@ -73,7 +77,7 @@ def predict(args: argparse.Namespace) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     image = load_image(args.image)
-    model = eomt.load_model(args.model, preset=args.preset, device=device)
+    model = eomt.load_model(args.model, preset=args.preset, device=device, backbone_weights=args.backbone_weights)
     task = args.task or model.config.task
     predictor = eomt.Predictor(model, dtype=args.dtype)
     class_map, segment_map, lines = _label_maps(task, predictor, image)
