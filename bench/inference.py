@@ -4,6 +4,8 @@ EomtImageProcessorPil), same random weights, same photo, end to end (pre-process
     python bench/inference.py                       # ViT-S 640 on a 683x512 photo, 2 threads, CPU
     python bench/inference.py --backbone large      # ViT-L 640 (slow on CPU)
     python bench/inference.py --device cuda --dtype bf16 --batch-size 8 --ours-only   # GPU throughput
+    python bench/inference.py --family dinov3       # EoMT on DINOv3 ViT-S (EomtDinov3ForUniversalSegmentation)
+    python bench/inference.py --family both         # DINOv2 then DINOv3, and their ratio
 
 The class head is sharpened so that many queries pass the 0.8 score threshold, the regime in which
 transformers' post-processing (every query upsampled to full size) is slowest. The memory figure is the peak
@@ -38,14 +40,23 @@ NUM_CLASSES = 133
 STUFF = list(range(80, 133))
 
 
-def random_hf_model(backbone: str, img_size: int):
-    from transformers import EomtConfig, EomtForUniversalSegmentation
+def random_hf_model(backbone: str, img_size: int, family: str = "dinov2"):
+    from transformers import (
+        EomtConfig,
+        EomtDinov3Config,
+        EomtDinov3ForUniversalSegmentation,
+        EomtForUniversalSegmentation,
+    )
 
     hidden, layers, heads, num_blocks = SIZES[backbone]
     torch.manual_seed(0)
-    config = EomtConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        num_blocks=num_blocks, num_labels=NUM_CLASSES, num_queries=200, image_size=img_size)
-    model = EomtForUniversalSegmentation(config).eval()
+    fields = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_blocks=num_blocks,
+                  num_labels=NUM_CLASSES, num_queries=200, image_size=img_size)
+    if family == "dinov3":  # DINOv3's LayerNorm eps (transformers defaults to 1e-6)
+        config = EomtDinov3Config(**fields, intermediate_size=4 * hidden, layer_norm_eps=1e-5)
+        model = EomtDinov3ForUniversalSegmentation(config).eval()
+    else:
+        model = EomtForUniversalSegmentation(EomtConfig(**fields)).eval()
     with torch.no_grad():
         model.attn_mask_probs.zero_()  # as in the released checkpoints
         model.class_predictor.weight.mul_(60.0)  # many confident queries
@@ -69,18 +80,19 @@ def interleaved(functions: dict, runs: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in seconds.items()}
 
 
-def speed(args) -> None:
+def speed(args, family: str) -> dict[str, float]:
+    """Prints and returns the end-to-end images/s of ours (and transformers') for one backbone family."""
     from PIL import Image
     from transformers import EomtImageProcessorPil
 
-    hf_model = random_hf_model(args.backbone, args.img_size)
+    hf_model = random_hf_model(args.backbone, args.img_size, family)
     with tempfile.TemporaryDirectory() as folder:
         hf_model.save_pretrained(folder)
         model = eomt.load_model(folder, device=args.device)
     predictor = eomt.Predictor(model, stuff_classes=STUFF, dtype=args.dtype)
     photo = Image.open(args.image).convert("RGB")
     images = [photo] * args.batch_size
-    print(f"{args.backbone} {args.img_size}, {args.device} {args.dtype}, {torch.get_num_threads()} threads, "
+    print(f"{family} {args.backbone} {args.img_size}, {args.device} {args.dtype}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, photo {photo.width}x{photo.height}, median of {args.runs} runs, "
           f"load average before {os.getloadavg()[0]:.1f}")
 
@@ -125,6 +137,7 @@ def speed(args) -> None:
     if not args.ours_only:
         print(f"ratio (ours / transformers images/s): {median['transformers'] / median['ours']:.2f}x end to end, "
               f"{median['transformers post'] / median['ours post']:.2f}x post-processing")
+    return {who: args.batch_size / median[who] for who in ("ours", "transformers") if who in median}
 
 
 MEMORY_CHILD = """
@@ -170,6 +183,7 @@ def peak_memory(setup: str, threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="small", choices=sorted(SIZES))
+    parser.add_argument("--family", default="dinov2", choices=["dinov2", "dinov3", "both"])
     parser.add_argument("--img-size", type=int, default=640)
     parser.add_argument("--image", type=Path, default=PHOTO)
     parser.add_argument("--threads", type=int, default=2)
@@ -183,7 +197,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    speed(args)
+    families = ["dinov2", "dinov3"] if args.family == "both" else [args.family]
+    rates = {family: speed(args, family) for family in families}
+    if len(rates) == 2:
+        print("DINOv3 / DINOv2 images/s: " + ", ".join(
+            f"{who} {rates['dinov3'][who] / rates['dinov2'][who]:.2f}x" for who in rates["dinov2"]))
     if args.device == "cpu":
         print(f"peak memory of panoptic post-processing, 2048x2048, 200 queries kept: "
               f"ours {peak_memory(OURS_SETUP, args.threads):.2f} GB", end="")

@@ -3,6 +3,8 @@ pre- and post-processing, CPU or GPU.
 
     import eomt
     model = eomt.load_model("tue-mps/ade20k_panoptic_eomt_large_640")   # or a file, a folder, preset=...
+    model = eomt.load_model("tue-mps/coco_panoptic_eomt_large_640_dinov3",  # DINOv3: delta + its backbone
+                            backbone_weights="facebook/dinov3-vitl16-pretrain-lvd1689m")
     result = eomt.Predictor(model).panoptic(image)                         # segment_map, class_map, segments
 
 `EoMTConfig`, `PRESETS` and the class tables import without torch; the rest loads on first use, so that
@@ -19,7 +21,7 @@ from eomt.presets import PRESETS
 
 if TYPE_CHECKING:
     from eomt import images, render, transforms
-    from eomt.checkpoint import CheckpointError, load_model, save_model
+    from eomt.checkpoint import CheckpointError, load_model, read_backbone, save_model
     from eomt.modeling import EoMT
     from eomt.postprocess import PanopticResult
     from eomt.predictor import Predictor
@@ -28,6 +30,7 @@ _LAZY = {
     "EoMT": "eomt.modeling",
     "load_model": "eomt.checkpoint",
     "save_model": "eomt.checkpoint",
+    "read_backbone": "eomt.checkpoint",
     "CheckpointError": "eomt.checkpoint",
     "PanopticResult": "eomt.postprocess",
     "Predictor": "eomt.predictor",
@@ -35,8 +38,8 @@ _LAZY = {
 
 _MODULES = ("transforms", "images", "render")
 
-__all__ = ["EoMTConfig", "PRESETS", "EoMT", "load_model", "save_model", "CheckpointError", "PanopticResult",
-           "Predictor", "transforms", "images", "render"]
+__all__ = ["EoMTConfig", "PRESETS", "EoMT", "load_model", "save_model", "read_backbone", "CheckpointError",
+           "PanopticResult", "Predictor", "transforms", "images", "render"]
 
 
 def __getattr__(name: str):

@@ -1,10 +1,12 @@
 """Command line: predict one photo and write a coloured picture of the prediction.
 
     python -m eomt predict IMAGE --model SOURCE [--preset NAME] [--task panoptic|instance|semantic] --out OUT.png
-                           [--device auto|cpu|cuda] [--dtype fp32|bf16|fp16]
+                           [--device auto|cpu|cuda] [--dtype fp32|bf16|fp16] [--backbone-weights BACKBONE]
 
 SOURCE: a checkpoint file (.bin/.pt/.pth/.safetensors), a Hugging Face format folder, a hub repo id such as
 tue-mps/ade20k_panoptic_eomt_large_640, or a preset name. The segments are printed, one per line.
+BACKBONE: the pretrained DINOv3 backbone a delta checkpoint (the published *_dinov3 models) is relative to: a
+file or folder of Meta's or transformers' weights, or a hub id such as facebook/dinov3-vitl16-pretrain-lvd1689m.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--dtype", default="fp32", choices=PRECISIONS)
     predict.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                          help=f"refuse larger images (default {MAX_PIXELS:,}; 0: no limit)")
+    predict.add_argument("--backbone-weights", help="DINOv3 backbone of a delta checkpoint (file, folder or hub id, "
+                                                    "e.g. facebook/dinov3-vitl16-pretrain-lvd1689m)")
     return parser
 
 
@@ -74,7 +78,7 @@ def predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     check_precision(args.dtype, device)
     image = load_image(args.image, max_pixels=args.max_pixels or None)
-    model = eomt.load_model(args.model, preset=args.preset, device=device)
+    model = eomt.load_model(args.model, preset=args.preset, device=device, backbone_weights=args.backbone_weights)
     task = args.task or model.config.task
     predictor = eomt.Predictor(model, dtype=args.dtype)
     class_map, segment_map, lines = _label_maps(task, predictor, image)

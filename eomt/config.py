@@ -15,13 +15,22 @@ TASKS = ("panoptic", "instance", "semantic")
 PRECISIONS = ("fp32", "bf16", "fp16")  # --dtype: float32, or bf16 / fp16 autocast (eomt.devices)
 
 
+def backbone_family(backbone: str) -> str:
+    """'dinov3' for the DINOv3 ViTs (named as timm names them, `vit_*_patch16_dinov3_qkvb`), else 'dinov2'."""
+    return "dinov3" if "dinov3" in backbone else "dinov2"
+
+
 @dataclass(frozen=True)
 class EoMTConfig:
     """Everything needed to build an EoMT network and to interpret its outputs.
 
-    backbone: timm model name (a DINOv2 ViT with 4 registers); backbone_kwargs go to `timm.create_model`
-    (e.g. {"depth": 2, "embed_dim": 32, "num_heads": 2} for a tiny test model).
-    img_size: the one square input size the network accepts (its position embedding is fixed to that grid).
+    backbone: the ViT. A DINOv2 with 4 registers is a timm model name (`vit_*_patch14_reg4_dinov2`) and
+    backbone_kwargs go to `timm.create_model`; a DINOv3 (`vit_{small,base,large}_patch16_dinov3_qkvb`, the
+    timm names of Meta's ViT-S/B/L16) is built by `eomt.dinov3` with the same kwargs names (depth,
+    embed_dim, num_heads, mlp_ratio, init_values; rope_rescale). E.g. {"depth": 2, "embed_dim": 32,
+    "num_heads": 2} for a tiny test model. `eomt.presets.BACKBONE_PRESETS` holds the published sizes.
+    img_size: the one square input size the network accepts (DINOv2: its position embedding is fixed to that
+    grid; DINOv3: its RoPE grid and the upscaler's output are).
     num_blocks: how many of the last ViT blocks also process the queries.
     """
 
@@ -60,6 +69,11 @@ class EoMTConfig:
             problems.append(f"stuff_classes must lie in 0..{self.num_classes - 1}")
         if problems:
             raise ValueError("invalid EoMTConfig: " + "; ".join(problems))
+
+    @property
+    def family(self) -> str:
+        """The backbone family: 'dinov2' or 'dinov3'."""
+        return backbone_family(self.backbone)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `EoMTConfig.from_dict` reads it back."""

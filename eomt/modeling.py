@@ -1,5 +1,6 @@
-"""The EoMT network: a plain DINOv2 ViT (timm) whose last `num_blocks` blocks also carry learned queries,
-plus a class head, a mask head and a small upscaler that turn the final tokens into mask and class logits.
+"""The EoMT network: a plain ViT (a DINOv2 from timm, or a DINOv3 from `eomt.dinov3`) whose last
+`num_blocks` blocks also carry learned queries, plus a class head, a mask head and a small upscaler that turn
+the final tokens into mask and class logits.
 
 Module and parameter names follow the official checkpoints (`network.` stripped), so an original state dict
 loads with nothing renamed; `eomt.checkpoint` maps the Hugging Face names onto these.
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eomt import dinov3
 from eomt.config import EoMTConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,12 +53,15 @@ class ScaleBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The timm ViT and the input normalisation constants (checkpoint buffers `encoder.pixel_mean/std`)."""
+    """The ViT and the input normalisation constants (checkpoint buffers `encoder.pixel_mean/std`)."""
 
     def __init__(self, config: EoMTConfig):
         super().__init__()
-        self.backbone = timm.create_model(config.backbone, pretrained=False, img_size=config.img_size,
-                                          patch_size=config.patch_size, num_classes=0, **config.backbone_kwargs)
+        if config.family == "dinov3":
+            self.backbone = dinov3.build(config.backbone, config.patch_size, **config.backbone_kwargs)
+        else:
+            self.backbone = timm.create_model(config.backbone, pretrained=False, img_size=config.img_size,
+                                              patch_size=config.patch_size, num_classes=0, **config.backbone_kwargs)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -90,6 +95,8 @@ class EoMT(nn.Module):
         depth = len(backbone.blocks)
         if not 1 <= config.num_blocks <= depth:
             raise ValueError(f"num_blocks={config.num_blocks} must lie in 1..{depth} (the backbone's depth)")
+        if config.family == "dinov3":
+            return  # eomt.dinov3 builds exactly what the forward runs
         num_patches = self.grid_size[0] * self.grid_size[1]
         if backbone.pos_embed is None or backbone.pos_embed.shape[1] != num_patches:
             raise ValueError(f"{config.backbone}: expected a position embedding over the {num_patches} patches only")
@@ -107,10 +114,8 @@ class EoMT(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[-2:]) != (size, size):
             raise ValueError(f"EoMT expects images of shape (B, 3, {size}, {size}), got {tuple(images.shape)}")
         backbone = self.encoder.backbone
-        x = (images - self.encoder.pixel_mean) / self.encoder.pixel_std
-        x = backbone.patch_embed(x) + backbone.pos_embed
+        x, rope = self._embed((images - self.encoder.pixel_mean) / self.encoder.pixel_std)
         batch = x.shape[0]
-        x = torch.cat([backbone.cls_token.expand(batch, -1, -1), backbone.reg_token.expand(batch, -1, -1), x], 1)
 
         first_query_block = len(backbone.blocks) - self.config.num_blocks
         mask_logits_per_block, class_logits_per_block = [], []
@@ -128,12 +133,21 @@ class EoMT(nn.Module):
                     class_logits_per_block.append(class_logits)
                 if masked:
                     attn_mask = self._attention_mask(mask_logits, x.shape[1], mask_prob)
-            x = self._block(block, x, attn_mask)
+            x = block(x, attn_mask, rope) if rope is not None else self._block(block, x, attn_mask)
 
         mask_logits, class_logits = self._predict(backbone.norm(x))
         if not return_intermediate:
             return mask_logits, class_logits
         return mask_logits_per_block + [mask_logits], class_logits_per_block + [class_logits]
+
+    def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Tokens [cls, registers, patches] and, for DINOv3, the RoPE (cos, sin) of the patch grid."""
+        backbone = self.encoder.backbone
+        if self.config.family == "dinov3":
+            return backbone.patch_embed(pixels), backbone.rope(self.grid_size)
+        x = backbone.patch_embed(pixels) + backbone.pos_embed
+        prefix = [backbone.cls_token.expand(x.shape[0], -1, -1), backbone.reg_token.expand(x.shape[0], -1, -1)]
+        return torch.cat([*prefix, x], dim=1), None
 
     def _predict(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         num_queries = self.config.num_queries
@@ -155,6 +169,7 @@ class EoMT(nn.Module):
         return attn_mask[:, None]
 
     def _block(self, block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """A timm (DINOv2) block; DINOv3 blocks are eomt.dinov3.Block modules called directly."""
         x = x + block.drop_path1(block.ls1(self._attention(block.attn, block.norm1(x), attn_mask)))
         return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 

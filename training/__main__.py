@@ -2,6 +2,10 @@
 
     python -m training --data DIR --out RUN [--depth 6 --dim 128 --heads 4 --img-size 128 ...] [--steps 2000]
     python -m training --data DIR --out RUN --init tue-mps/ade20k_panoptic_eomt_large_640 --lr 1e-4
+    python -m training --data DIR --out RUN --init tue-mps/coco_panoptic_eomt_large_640_dinov3 \
+        --backbone-weights facebook/dinov3-vitl16-pretrain-lvd1689m      (a delta checkpoint and its backbone)
+    python -m training --data DIR --out RUN --backbone vit_small_patch16_dinov3_qkvb --depth 12 --dim 384 \
+        --heads 6 --img-size 640 --backbone-weights facebook/dinov3-vits16-pretrain-lvd1689m  (Meta's DINOv3, new heads)
     torchrun --nproc_per_node 4 -m training --data DIR --out RUN --device cuda --dtype bf16 ...
     python -m training ... --resume            (continue an interrupted run from RUN/checkpoint.pt)
 
@@ -23,7 +27,11 @@ HELP = {
     "init": "start from this checkpoint (file, folder, hub id or preset name) instead of a new network; its "
             "class head is replaced when its classes are not the data's",
     "preset": "architecture preset of --init, when the checkpoint does not tell",
-    "backbone": "timm ViT of a new network (a DINOv2 with registers)",
+    "backbone_weights": "pretrained DINOv3 backbone (file, folder or hub id such as "
+                        "facebook/dinov3-vits16-pretrain-lvd1689m): the start of a new network's backbone, or the "
+                        "backbone a delta --init checkpoint (the published *_dinov3 models) is relative to",
+    "backbone": "ViT of a new network: a timm DINOv2 with registers (vit_small_patch14_reg4_dinov2, ...) or a "
+                "DINOv3 (vit_{small,base,large}_patch16_dinov3_qkvb)",
     "depth": "ViT blocks of a new network",
     "dim": "token width of a new network",
     "heads": "attention heads of a new network",

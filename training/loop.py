@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import eomt
 from eomt import atomic
+from eomt.checkpoint import load_backbone_weights, read_backbone
 from eomt.classes import ade20k_classes
 from eomt.config import EoMTConfig
 from eomt.devices import Ranks, autocast, check_precision, init_ranks, resolve_device
@@ -51,6 +52,7 @@ class TrainOptions:
     # The network: a checkpoint / preset to start from, or a new one of this shape.
     init: str | None = None
     preset: str | None = None
+    backbone_weights: str | None = None  # pretrained DINOv3: of a new network, or what a delta --init needs
     backbone: str = "vit_small_patch14_reg4_dinov2"
     depth: int = 6
     dim: int = 128
@@ -116,12 +118,16 @@ def build_model(options: TrainOptions, metadata: dict) -> EoMT:
         config = EoMTConfig(backbone=options.backbone, img_size=options.img_size, num_queries=options.num_queries,
                             num_blocks=options.num_blocks, patch_size=options.patch_size, backbone_kwargs=kwargs,
                             task="panoptic", **metadata)
-        return EoMT(config)
-    loaded = eomt.load_model(options.init, preset=options.preset, load_class_head=False)
+        model = EoMT(config)
+        if options.backbone_weights is not None:  # the official recipe: Meta's pretrained DINOv3, new heads
+            load_backbone_weights(model, options.backbone_weights)
+        return model
+    backbone = None if options.backbone_weights is None else read_backbone(options.backbone_weights)
+    loaded = eomt.load_model(options.init, preset=options.preset, load_class_head=False, backbone_weights=backbone)
     same_classes = (loaded.config.num_classes == metadata["num_classes"]
                     and loaded.config.class_names == tuple(metadata["class_names"]))
     if same_classes:  # the class head is meaningful for this data: keep it
-        loaded = eomt.load_model(options.init, preset=options.preset)
+        loaded = eomt.load_model(options.init, preset=options.preset, backbone_weights=backbone)
     config = dataclasses.replace(loaded.config, task="panoptic", **metadata)
     model = EoMT(config)
     state = {k: v for k, v in loaded.state_dict().items() if same_classes or not k.startswith("class_head.")}

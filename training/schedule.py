@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token")
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "register_tokens")  # register_tokens: DINOv3
 
 
 def layer_id(name: str, depth: int) -> int:
