@@ -383,7 +383,12 @@ def load_model(source: str | os.PathLike, preset: str | None = None, config: EoM
     The architecture comes from `config`, else `preset`, else the config stored in the file (save_model),
     else the folder's config.json (Hugging Face format), else the preset named in the source. Returns the
     model in eval mode on `device`; load_class_head=False leaves the class head freshly initialised.
+    An ONNX file from `python -m eomt export` gives an `eomt.onnx.OnnxModel` (ONNX Runtime) instead.
     """
+    from eomt import onnx
+
+    if onnx.is_onnx_file(source):
+        return onnx.load(source, preset=preset, config=config, device=device, load_class_head=load_class_head)
     src = _open_source(source)
     state, unknown, fmt = to_eomt_keys(src.weights)
     cfg, origin = _choose_config(src, preset, config, state)

@@ -36,8 +36,12 @@ class Predictor:
         self.model = model.eval()
         self.config = model.config
         self.img_size = model.config.img_size
-        self.device = next(model.parameters()).device
+        # An ONNX Runtime model (eomt.onnx.OnnxModel) has no parameters: it tells its device and computes in fp32.
+        is_module = isinstance(model, torch.nn.Module)
+        self.device = next(model.parameters()).device if is_module else model.device
         self.dtype = _DTYPES[dtype]
+        if self.dtype is not None and not is_module:
+            raise ValueError(f"dtype {dtype}: {model} computes in float32 (autocast applies to PyTorch models)")
         self.stuff_classes = frozenset(model.config.stuff_classes if stuff_classes is None else stuff_classes)
         self.score_threshold = score_threshold
         self.overlap_threshold = overlap_threshold
