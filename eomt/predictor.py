@@ -23,7 +23,8 @@ _DTYPES = {None: None, "fp32": None, "float32": None, torch.float32: None, "bf16
 
 
 class Predictor:
-    """Runs `model` on images. Images are PIL images or HxW(x3) arrays (see transforms.to_rgb_array).
+    """Runs `model` (an eomt.EoMT, or an eomt.onnx.OnnxModel) on images: PIL images or HxW(x3) arrays (see
+    transforms.to_rgb_array).
 
     stuff_classes: class ids merged into one segment per class in panoptic output (default: the config's).
     dtype: None/fp32 computes in float32; bf16 or fp16 runs the network under autocast.
