@@ -6,6 +6,12 @@ EomtImageProcessorPil), same random weights, same photo, end to end (pre-process
     python bench/inference.py --device cuda --dtype bf16 --batch-size 8 --ours-only   # GPU throughput
     python bench/inference.py --family dinov3       # EoMT on DINOv3 ViT-S (EomtDinov3ForUniversalSegmentation)
     python bench/inference.py --family both         # DINOv2 then DINOv3, and their ratio
+    python bench/inference.py --backend onnxruntime  # ours exported to ONNX (eomt.onnx), run by ONNX Runtime
+    python bench/inference.py --backend onnxruntime --ort-variants --ours-only   # ONNX Runtime session options
+
+With --backend onnxruntime, "ours" is the same predictor around an ONNX Runtime session, and the forward of
+ours in PyTorch is timed beside it (ratio PyTorch / ONNX Runtime). --ort-variants adds the forward under other
+session options: thread spinning on, graph optimisation levels, one thread.
 
 The class head is sharpened so that many queries pass the 0.8 score threshold, the regime in which
 transformers' post-processing (every query upsampled to full size) is slowest. The memory figure is the peak
@@ -89,12 +95,14 @@ def speed(args, family: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         hf_model.save_pretrained(folder)
         model = eomt.load_model(folder, device=args.device)
-    predictor = eomt.Predictor(model, stuff_classes=STUFF, dtype=args.dtype)
+        sessions = onnx_sessions(model, Path(folder), args) if args.backend == "onnxruntime" else {}
+    torch_predictor = eomt.Predictor(model, stuff_classes=STUFF, dtype=args.dtype)
+    predictor = eomt.Predictor(sessions["default"], stuff_classes=STUFF) if sessions else torch_predictor
     photo = Image.open(args.image).convert("RGB")
     images = [photo] * args.batch_size
     print(f"{family} {args.backbone} {args.img_size}, {args.device} {args.dtype}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size}, photo {photo.width}x{photo.height}, median of {args.runs} runs, "
-          f"load average before {os.getloadavg()[0]:.1f}")
+          f"ours on {args.backend}, load average before {os.getloadavg()[0]:.1f}")
 
     prepared = [resize_and_pad(image, args.img_size) for image in images]
     batch = torch.stack([pixels for pixels, _ in prepared])
@@ -106,6 +114,11 @@ def speed(args, family: str) -> dict[str, float]:
         "ours post": lambda: predictor.panoptic_from_logits(mask_logits, class_logits, resized, original),
         "ours": lambda: predictor.panoptic_batch(images),
     }
+    if sessions:
+        functions["ours pytorch forward"] = lambda: torch_predictor.forward(batch)
+        for name, session in sessions.items():
+            if name != "default":
+                functions[f"onnxruntime {name} forward"] = (lambda s: lambda: s(batch.float().div(255)))(session)
     if not args.ours_only:
         processor = EomtImageProcessorPil(size={"shortest_edge": args.img_size, "longest_edge": args.img_size})
         hf_model = hf_model.to(args.device)
@@ -137,7 +150,39 @@ def speed(args, family: str) -> dict[str, float]:
     if not args.ours_only:
         print(f"ratio (ours / transformers images/s): {median['transformers'] / median['ours']:.2f}x end to end, "
               f"{median['transformers post'] / median['ours post']:.2f}x post-processing")
+    if sessions:
+        print(f"forward, ours in PyTorch {median['ours pytorch forward']:.3f} s vs ONNX Runtime "
+              f"{median['ours forward']:.3f} s (threads {args.threads}, spinning {'on' if args.spinning else 'off'}, "
+              f"optimization all, opset {args.opset}): "
+              f"{median['ours pytorch forward'] / median['ours forward']:.2f}x")
+        for name in sessions:
+            if name != "default":
+                seconds = median[f"onnxruntime {name} forward"]
+                print(f"  ONNX Runtime forward, {name}: {seconds:.3f} s "
+                      f"({median['ours pytorch forward'] / seconds:.2f}x PyTorch)")
+    print(f"load average after {os.getloadavg()[0]:.1f}")
+
     return {who: args.batch_size / median[who] for who in ("ours", "transformers") if who in median}
+
+def onnx_sessions(model, folder: Path, args) -> dict:
+    """ONNX Runtime runners of `model` exported into `folder`: "default" (eomt.onnx's defaults, threads =
+    --threads, spinning as --spinning), and with --ort-variants other session options to compare."""
+    from eomt.onnx import OnnxModel, export
+
+    path = export(model, folder / "model.onnx", opset=args.opset)
+
+    def runner(**options):
+        return OnnxModel(path, device=args.device, **{"threads": args.threads, "spinning": args.spinning, **options})
+
+    sessions = {"default": runner()}
+    if args.ort_variants:
+        sessions.update({
+            f"spinning {'off' if args.spinning else 'on'}": runner(spinning=not args.spinning),
+            "optimization extended": runner(optimization="extended"),
+            "optimization basic": runner(optimization="basic"),
+            "1 thread": runner(threads=1),
+        })
+    return sessions
 
 
 MEMORY_CHILD = """
@@ -192,6 +237,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=PRECISIONS)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--ours-only", action="store_true", help="skip transformers (e.g. for GPU throughput)")
+    parser.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
+                        help="run ours in PyTorch or exported to ONNX and run by ONNX Runtime")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset of the export (--backend onnxruntime)")
+    parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime's idle threads spin")
+    parser.add_argument("--ort-variants", action="store_true",
+                        help="also time ONNX Runtime's forward under other session options")
     parser.add_argument("--hf-memory", action="store_true",
                         help="also measure transformers' post-processing memory (needs ~10 GB)")
     args = parser.parse_args()

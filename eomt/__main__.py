@@ -1,10 +1,13 @@
-"""Command line: predict one photo and write a coloured picture of the prediction.
+"""Command line: predict one photo and write a coloured picture of the prediction; export a model to ONNX.
 
     python -m eomt predict IMAGE --model SOURCE [--preset NAME] [--task panoptic|instance|semantic] --out OUT.png
                            [--device auto|cpu|cuda] [--dtype fp32|bf16|fp16] [--backbone-weights BACKBONE]
+    python -m eomt export --model SOURCE [--preset NAME] [--backbone-weights BACKBONE] --out MODEL.onnx
+                          [--opset 18] [--batch dynamic|N]
 
-SOURCE: a checkpoint file (.bin/.pt/.pth/.safetensors), a Hugging Face format folder, a hub repo id such as
-tue-mps/ade20k_panoptic_eomt_large_640, or a preset name. The segments are printed, one per line.
+SOURCE: a checkpoint file (.bin/.pt/.pth/.safetensors, or a .onnx from `export` for predict), a Hugging Face
+format folder, a hub repo id such as tue-mps/ade20k_panoptic_eomt_large_640, or a preset name. predict prints the
+segments, one per line; export prints how far ONNX Runtime's logits are from PyTorch's on a random batch.
 BACKBONE: the pretrained DINOv3 backbone a delta checkpoint (the published *_dinov3 models) is relative to: a
 file or folder of Meta's or transformers' weights, or a hub id such as facebook/dinov3-vitl16-pretrain-lvd1689m.
 """
@@ -41,6 +44,16 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"refuse larger images (default {MAX_PIXELS:,}; 0: no limit)")
     predict.add_argument("--backbone-weights", help="DINOv3 backbone of a delta checkpoint (file, folder or hub id, "
                                                     "e.g. facebook/dinov3-vitl16-pretrain-lvd1689m)")
+
+    exporting = commands.add_parser("export", help="write the network as an ONNX file (config in its metadata)")
+    exporting.add_argument("--model", required=True, help="checkpoint file, HF folder, hub repo id or preset name")
+    exporting.add_argument("--preset", help="architecture preset, when the source does not tell")
+    exporting.add_argument("--backbone-weights", help="the pretrained backbone a delta checkpoint is relative to")
+    exporting.add_argument("--out", type=Path, required=True, help="output .onnx file")
+    exporting.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or higher; default 18)")
+    exporting.add_argument("--batch", default="dynamic", help="'dynamic' (any batch size, the default) or a fixed N")
+    exporting.add_argument("--no-check", action="store_true",
+                        help="skip the comparison of ONNX Runtime's logits with PyTorch's after the export")
     return parser
 
 
@@ -91,10 +104,38 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Writes the ONNX file, then checks it against the PyTorch model it came from."""
+    import time
+
+    import torch
+
+    import eomt
+    from eomt import onnx
+
+    model = eomt.load_model(args.model, preset=args.preset, device="cpu", backbone_weights=args.backbone_weights)
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{args.model}: already an ONNX model; export the PyTorch checkpoint it came from")
+    started = time.perf_counter()
+    path = onnx.export(model, args.out, opset=args.opset, batch=args.batch)
+    size = sum(p.stat().st_size for p in (path, path.with_name(path.name + ".data")) if p.exists())
+    print(f"{args.model} -> {path} ({size / 2**20:.1f} MiB, opset {args.opset}, batch {args.batch}, "
+          f"{model.config.img_size}x{model.config.img_size} images, {time.perf_counter() - started:.1f} s)")
+    if not args.no_check:
+        batch = 2 if args.batch == "dynamic" else int(args.batch)
+        images = torch.rand(batch, 3, model.config.img_size, model.config.img_size)
+        with torch.inference_mode():
+            expected, got = model(images), onnx.OnnxModel(path)(images)
+        differences = [float((e - g).abs().max()) for e, g in zip(expected, got, strict=True)]
+        print(f"ONNX Runtime vs PyTorch on a random batch of {batch}: max |difference| mask logits "
+              f"{differences[0]:.2g}, class logits {differences[1]:.2g}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return predict(args)
+        return export(args) if args.command == "export" else predict(args)
     except ValueError as err:  # bad image, checkpoint (CheckpointError) or option: no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

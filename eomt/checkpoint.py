@@ -474,7 +474,15 @@ def load_model(source: str | os.PathLike, preset: str | None = None, config: EoM
     relative to: a file or folder in Meta's or transformers' layout, a hub id such as
     facebook/dinov3-vitl16-pretrain-lvd1689m (downloaded when not cached), or `read_backbone`'s result.
     A delta file without it, or an absolute one with it, is a CheckpointError that says what to pass.
+    An ONNX file from `python -m eomt export` gives an `eomt.onnx.OnnxModel` (ONNX Runtime) instead.
     """
+    from eomt import onnx
+
+    if onnx.is_onnx_file(source):
+        if backbone_weights is not None:
+            raise CheckpointError(f"{source}: an ONNX file holds the whole network, backbone included: drop "
+                                  "backbone_weights (--backbone-weights)")
+        return onnx.load(source, preset=preset, config=config, device=device, load_class_head=load_class_head)
     _refuse_published_delta_without_backbone(source, backbone_weights)
     src = _open_source(source)
     state, unknown, fmt = to_eomt_keys(src.weights)

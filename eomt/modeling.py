@@ -154,7 +154,10 @@ class EoMT(nn.Module):
         queries = tokens[:, :num_queries]
         patches = tokens[:, num_queries + self.encoder.backbone.num_prefix_tokens:]
         features = self.upscale(patches.unflatten(1, self.grid_size))  # (B, H, W, C)
-        mask_logits = torch.einsum("bqc,bhwc->bqhw", self.mask_head(queries), features)
+        # bqc,bhwc->bqhw as a matrix product, not einsum: the same kernel in PyTorch, while ONNX Runtime's MatMul
+        # runs it twice as fast as its Einsum.
+        pixels = features.flatten(1, 2).transpose(1, 2)  # (B, C, H*W)
+        mask_logits = (self.mask_head(queries) @ pixels).unflatten(2, features.shape[1:3])
         return mask_logits, self.class_head(queries)
 
     def _attention_mask(self, mask_logits: torch.Tensor, num_tokens: int, mask_prob: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ from eomt.transforms import resize_and_pad, sliding_windows
 
 
 class Predictor:
-    """Runs `model` on images. Images are PIL images or HxW(x3) arrays (see transforms.to_rgb_array).
+    """Runs `model` (an eomt.EoMT, or an eomt.onnx.OnnxModel) on images: PIL images or HxW(x3) arrays (see
+    transforms.to_rgb_array).
 
     stuff_classes: class ids merged into one segment per class in panoptic output (default: the config's).
     dtype: None/fp32 computes in float32; bf16 or fp16 runs the network under autocast.
@@ -30,8 +31,12 @@ class Predictor:
         self.model = model.eval()
         self.config = model.config
         self.img_size = model.config.img_size
-        self.device = next(model.parameters()).device
+        # An ONNX Runtime model (eomt.onnx.OnnxModel) has no parameters: it tells its device and computes in fp32.
+        is_module = isinstance(model, torch.nn.Module)
+        self.device = next(model.parameters()).device if is_module else model.device
         self.precision = precision_name(dtype)
+        if self.precision != "fp32" and not is_module:
+            raise ValueError(f"dtype {dtype}: {model} computes in float32 (autocast applies to PyTorch models)")
         self.stuff_classes = frozenset(model.config.stuff_classes if stuff_classes is None else stuff_classes)
         self.score_threshold = score_threshold
         self.overlap_threshold = overlap_threshold
