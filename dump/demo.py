@@ -4,8 +4,9 @@ assets/, and the comparison folder they make on the toy validation split, built 
     from dump.demo import default_demo_folder
     folder = default_demo_folder()   # ~/.cache/eomt-compare/demo-<hash>, built by the dump on first use
 
-`python predict_dump.py --demo --out DIR` builds the same folder in DIR (build_demo_folder). The commands that
-trained the two models are in the README ("The demo models").
+`python predict_dump.py --demo --out DIR` builds the same folder in DIR (build_demo_folder). A third shipped model,
+DEMO_SEMANTIC, is a semantic EoMT trained on the same scenes (not in the dump yet: it runs semantic models only
+once the dump does). The commands that trained the models are in the README ("The demo models").
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ DATA_FOLDER = "demo_data"  # inside the output folder: the validation zips the d
 # Panoptic quality (panopticapi's definition) of each model on the toy validation split (DEMO_IMAGES scenes), as
 # measured when the checkpoints were shipped (CPU, fp32); tests/test_demo.py checks the shipped files against it.
 STATED_PQ = {"toy-base": 0.7322, "toy-small": 0.5412}
+# The semantic demo model (task "semantic", sliding-window inference) and its mIoU on the same split (summed pixel
+# counts, metrics.semantic), measured like STATED_PQ and checked by tests/test_demo.py.
+DEMO_SEMANTIC = {"toy-semantic": ASSETS / "demo_semantic.safetensors"}
+STATED_MIOU = {"toy-semantic": 0.7873}
 CACHE_ENV = "EOMT_COMPARE_CACHE"
 
 

@@ -1,6 +1,8 @@
-"""Trains an EoMT model for panoptic segmentation on ADE20K-format data (the two zips, or extracted folders).
+"""Trains an EoMT model for panoptic or semantic segmentation on ADE20K-format data (the two zips, or extracted
+folders).
 
     python -m training --data DIR --out RUN [--depth 6 --dim 128 --heads 4 --img-size 128 ...] [--steps 2000]
+    python -m training --task semantic --data DIR --out RUN ...
     python -m training --data DIR --out RUN --init tue-mps/ade20k_panoptic_eomt_large_640 --lr 1e-4
     python -m training --data DIR --out RUN --init tue-mps/coco_panoptic_eomt_large_640_dinov3 \
         --backbone-weights facebook/dinov3-vitl16-pretrain-lvd1689m      (a delta checkpoint and its backbone)
@@ -10,7 +12,8 @@
     python -m training ... --resume            (continue an interrupted run from RUN/checkpoint.pt)
 
 Writes RUN/model.safetensors (load it with eomt.load_model or give it to predict_dump.py), RUN/checkpoint.pt,
-RUN/log.jsonl and RUN/val_pq.json (panoptic quality on the validation split at the end).
+RUN/log.jsonl and RUN/val_pq.json (panoptic quality on the validation split at the end; a semantic run writes
+RUN/val_miou.json, the mIoU of sliding-window inference).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import argparse
 import dataclasses
 import sys
 
-from training.loop import TrainOptions
+from training.loop import TRAIN_TASKS, TrainOptions
 
 HELP = {
     "data": "ADE20K-format folder: ADEChallengeData2016.zip + annotations_instance.zip, or extracted",
     "out": "run folder (checkpoints, log, final model)",
+    "task": "panoptic (one mask per segment) or semantic (one mask per class present, ignored pixels left out, "
+            "shortest side = input size and random crops, validation mIoU); the saved model's config says it",
     "init": "start from this checkpoint (file, folder, hub id or preset name) instead of a new network; its "
             "class head is replaced when its classes are not the data's",
     "preset": "architecture preset of --init, when the checkpoint does not tell",
@@ -51,7 +56,7 @@ HELP = {
     "anneal_start": "fraction of training where masked attention starts annealing from 1 (first query block)",
     "anneal_end": "fraction of training where masked attention reaches 0 (last query block)",
     "mask_size": "resolution of the mask losses (default: that of the mask logits)",
-    "scale_min": "smallest random scale of the images (1 = longest side fits the input)",
+    "scale_min": "smallest random scale of the images (1 = longest side fits the input; semantic: shortest side)",
     "scale_max": "largest random scale (above 1 the image is randomly cropped)",
     "flip": "random horizontal flips",
     "class_weight": "weight of the class cross-entropy (and of its matching cost)",
@@ -60,7 +65,7 @@ HELP = {
     "no_object_weight": "cross-entropy weight of the no-object class",
     "seed": "seed of the initialisation, the data order and the augmentation",
     "split": "training split",
-    "val_split": "validation split (PQ at the end)",
+    "val_split": "validation split (PQ or mIoU at the end)",
     "device": "auto, cpu, cuda or cuda:N",
     "dtype": "fp32, or bf16/fp16 autocast (fp16 on CUDA only, with loss scaling)",
     "workers": "DataLoader worker processes",
@@ -84,7 +89,9 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=HELP[field.name])
             continue
         kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(field.type), str)
-        parser.add_argument(flag, type=kind, default=default, required=required, help=HELP[field.name])
+        choices = TRAIN_TASKS if field.name == "task" else None
+        parser.add_argument(flag, type=kind, default=default, required=required, choices=choices,
+                            help=HELP[field.name])
     return TrainOptions(**vars(parser.parse_args(argv)))
 
 

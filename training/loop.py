@@ -1,12 +1,13 @@
 """One EoMT training run: model (from scratch or from a checkpoint), data, the optimisation loop with its
-schedules, atomic checkpoints and resuming, and the validation PQ at the end.
+schedules, atomic checkpoints and resuming, and the validation PQ (panoptic) or mIoU (semantic) at the end.
 
     from training.loop import TrainOptions, train
     summary = train(TrainOptions(data="DIR", out="runs/x", steps=2000))
+    summary = train(TrainOptions(data="DIR", out="runs/s", task="semantic"))
 
 Run files in `out`: `checkpoint.pt` (everything needed to resume), `model.safetensors` (the network with its
 config, what eomt.load_model reads), `log.jsonl` (losses and learning rate every `log_every` steps) and
-`val_pq.json` (the final validation PQ).
+`val_pq.json` (the final validation PQ) or, for a semantic run, `val_miou.json` (the final validation mIoU).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from eomt.devices import Ranks, autocast, check_precision, init_ranks, resolve_d
 from eomt.modeling import EoMT
 from eomt.presets import class_metadata
 from metrics import pq
-from training.data import PanopticSamples, collate, epoch_batches
+from metrics import semantic as semantic_metrics
+from training.data import PanopticSamples, SemanticSamples, collate, epoch_batches
 from training.losses import LossWeights, Targets, eomt_loss
 from training.schedule import lr_factor, mask_probabilities, parameter_groups, set_lr
 
@@ -40,6 +42,8 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
 LOG = "log.jsonl"
 VAL_PQ = "val_pq.json"
+VAL_MIOU = "val_miou.json"
+TRAIN_TASKS = ("panoptic", "semantic")
 # Options that may change when a run is resumed; every other option must match the interrupted run.
 RUNTIME_OPTIONS = {"device", "workers", "threads", "checkpoint_every", "log_every", "resume", "val_limit",
                    "progress"}
@@ -49,6 +53,7 @@ RUNTIME_OPTIONS = {"device", "workers", "threads", "checkpoint_every", "log_ever
 class TrainOptions:
     data: str  # ADE20K-format folder (the two zips, or extracted)
     out: str  # run folder
+    task: str = "panoptic"  # or "semantic": per-class targets, shortest-side crops, mIoU validation
     # The network: a checkpoint / preset to start from, or a new one of this shape.
     init: str | None = None
     preset: str | None = None
@@ -117,7 +122,7 @@ def build_model(options: TrainOptions, metadata: dict) -> EoMT:
             kwargs["init_values"] = options.layer_scale_init
         config = EoMTConfig(backbone=options.backbone, img_size=options.img_size, num_queries=options.num_queries,
                             num_blocks=options.num_blocks, patch_size=options.patch_size, backbone_kwargs=kwargs,
-                            task="panoptic", **metadata)
+                            task=options.task, **metadata)
         model = EoMT(config)
         if options.backbone_weights is not None:  # the official recipe: Meta's pretrained DINOv3, new heads
             load_backbone_weights(model, options.backbone_weights)
@@ -128,7 +133,7 @@ def build_model(options: TrainOptions, metadata: dict) -> EoMT:
                     and loaded.config.class_names == tuple(metadata["class_names"]))
     if same_classes:  # the class head is meaningful for this data: keep it
         loaded = eomt.load_model(options.init, preset=options.preset, backbone_weights=backbone)
-    config = dataclasses.replace(loaded.config, task="panoptic", **metadata)
+    config = dataclasses.replace(loaded.config, task=options.task, **metadata)
     model = EoMT(config)
     state = {k: v for k, v in loaded.state_dict().items() if same_classes or not k.startswith("class_head.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -167,7 +172,8 @@ def load_run(out: Path, options: TrainOptions) -> dict:
     if not isinstance(state, dict) or not RUN_KEYS <= state.keys():
         raise ValueError(f"{path}: not a training checkpoint of python -m training (expected the keys "
                          f"{sorted(RUN_KEYS)})")
-    saved, current = state["options"], options.recipe()
+    saved = {"task": "panoptic", **state["options"]}  # runs from before the task option were panoptic
+    current = options.recipe()
     changed = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if changed:
         raise ValueError(f"{out}: --resume with other options than the interrupted run: " + ", ".join(
@@ -197,10 +203,34 @@ def evaluate(model: EoMT, dataset, limit: int | None = None, dtype: str = "fp32"
     return summary
 
 
+def evaluate_semantic(model: EoMT, dataset, limit: int | None = None, dtype: str = "fp32",
+                      progress: bool = False) -> dict:
+    """mIoU of `model` (Predictor.semantic, sliding windows) on the first `limit` images of a split with semantic
+    ground truth, from pixel counts summed over the images (metrics.semantic): {"miou", "fwiou", "aacc", "macc",
+    "n_classes", "per_class", "images"} with per_class keyed by class name, for the classes with any pixel."""
+    was_training = model.training
+    predictor = eomt.Predictor(model.eval(), dtype=dtype)
+    num_classes = model.config.num_classes
+    counts = []
+    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    for index in tqdm(indices, desc="validation", unit="img", disable=not progress, dynamic_ncols=True):
+        prediction = predictor.semantic(dataset.read_image(index))
+        counts.append(semantic_metrics.image_counts(dataset.semantic(index), prediction, num_classes))
+    model.train(was_training)
+    total = semantic_metrics.sum_counts(counts, num_classes)
+    summary = semantic_metrics.summary(total, class_ids=np.flatnonzero(total.union).tolist())
+    summary["per_class"] = {model.config.class_name(k): v for k, v in summary["per_class"].items()}
+    summary["images"] = len(indices)
+    return summary
+
+
 def format_summary(summary: dict) -> str:
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}"
 
+    if "miou" in summary:
+        return (f"mIoU {pct(summary['miou'])} fwIoU {pct(summary['fwiou'])} aAcc {pct(summary['aacc'])} "
+                f"mAcc {pct(summary['macc'])} (n={summary['n_classes']})")
     return "  ".join(f"{group} PQ {pct(summary[group]['pq'])} SQ {pct(summary[group]['sq'])} "
                      f"RQ {pct(summary[group]['rq'])} (n={summary[group]['n']})"
                      for group in ("All", "Things", "Stuff"))
@@ -210,7 +240,8 @@ def format_summary(summary: dict) -> str:
 
 def train(options: TrainOptions) -> dict:
     """Runs (or resumes) training. Returns {"model": path of model.safetensors, "network": the trained EoMT
-    (eval mode), "steps": steps run now, "seconds": their time, "val": validation PQ summary or None}."""
+    (eval mode), "steps": steps run now, "seconds": their time, "val": validation PQ (mIoU for a semantic run)
+    summary or None}."""
     from segdata.ade20k import ADE20K
 
     if options.threads:
@@ -226,6 +257,8 @@ def train(options: TrainOptions) -> dict:
 
 
 def _check(options: TrainOptions, procs: Ranks, device: torch.device) -> None:
+    if options.task not in TRAIN_TASKS:
+        raise ValueError(f"--task must be one of {TRAIN_TASKS}, got {options.task!r}")
     if options.batch_size % procs.world:
         raise ValueError(f"--batch-size {options.batch_size} must be a multiple of the {procs.world} processes")
     if options.steps < 1 or options.warmup_steps < 0 or not 0 <= options.anneal_start <= options.anneal_end <= 1:
@@ -305,8 +338,12 @@ def _setup(options: TrainOptions, procs: Ranks, device: torch.device, out: Path,
 def _batches(run: _Run, dataset):
     """The batches from the run's first step on, epoch after epoch; a resumed run continues mid-epoch."""
     options, procs = run.options, run.procs
-    samples = PanopticSamples(dataset, run.model.config.img_size, (options.scale_min, options.scale_max),
-                              options.flip)
+    scale_range = (options.scale_min, options.scale_max)
+    if options.task == "semantic":
+        samples = SemanticSamples(dataset, run.model.config.img_size, run.model.config.num_classes, scale_range,
+                                  options.flip)
+    else:
+        samples = PanopticSamples(dataset, run.model.config.img_size, scale_range, options.flip)
     epoch, skip = divmod(run.start_step, len(dataset) // options.batch_size)
     while True:
         batches = epoch_batches(len(dataset), options.batch_size, options.seed, epoch, procs.rank,
@@ -330,8 +367,7 @@ def _step(run: _Run, step: int, images: torch.Tensor, targets: list[Targets]) ->
     with torch.no_grad():
         run.model.attn_mask_probs.copy_(torch.tensor(probabilities))
     images = images.to(device, non_blocking=True).float().div_(255)
-    targets = [Targets(t.masks.to(device, non_blocking=True), t.labels.to(device, non_blocking=True))
-               for t in targets]
+    targets = [t.to(device) for t in targets]
     num_masks = torch.tensor(float(sum(len(t.labels) for t in targets)), device=device)
     run.procs.all_reduce(num_masks)
     num_masks = max(1.0, float(num_masks) / run.procs.world)
@@ -397,14 +433,17 @@ def _loop(run: _Run, dataset) -> float:
 
 
 def _validate(run: _Run, reader) -> dict | None:
-    """Panoptic quality on the validation split, written to val_pq.json; None when there is no such split."""
+    """Panoptic quality on the validation split, written to val_pq.json (semantic runs: mIoU, val_miou.json);
+    None when there is no such split."""
     options = run.options
     try:
         val_set = reader(options.data, options.val_split)
     except (ValueError, OSError) as err:
         print(f"no validation ({err})")
         return None
-    summary = evaluate(run.model, val_set, options.val_limit, options.dtype, options.progress)
-    (run.out / VAL_PQ).write_text(json.dumps(summary, indent=1) + "\n")
+    semantic = options.task == "semantic"
+    summary = (evaluate_semantic if semantic else evaluate)(run.model, val_set, options.val_limit, options.dtype,
+                                                            options.progress)
+    (run.out / (VAL_MIOU if semantic else VAL_PQ)).write_text(json.dumps(summary, indent=1) + "\n")
     print(f"validation ({summary['images']} images): {format_summary(summary)}")
     return summary
