@@ -51,14 +51,6 @@ def coco_categories(classes: list[dict]) -> list[dict]:
             for c in classes]
 
 
-def image_counts_from_files(layout: Layout, image: str, model: str, gt_annotation: dict,
-                            pred_annotation: dict) -> dict[int, pq.CategoryCounts]:
-    """PQ counts of one image for one model, from the PNGs and annotations in the folder."""
-    gt_map = read_png(layout.panoptic_png(image, GT))
-    pred_map = read_png(layout.panoptic_png(image, model))
-    return pq.image_counts(gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"])
-
-
 @dataclass(frozen=True)
 class PairAnalysis:
     """What the aggregates hold of one (image, model): PQ counts, analysis counts and the typed errors."""

@@ -175,11 +175,6 @@ def write_annotation(layout: Layout, image: str, source: str, annotation: dict) 
     atomic.write_json(layout.annotation_json(image, source), annotation)
 
 
-def read_optional_json(path: Path) -> Any | None:
-    """JSON from `path`, None when the file does not exist; FolderError when it is unreadable."""
-    return read_json_file(path) if path.exists() else None
-
-
 def read_failures(layout: Layout) -> list[dict]:
     path = layout.file(FAILURES)
     if not path.exists():

@@ -244,6 +244,18 @@ SWEEP = ["--sweep", "score=0.5:0.95:0.05", "overlap=0.6,0.9"]
 TRAINED_IMAGES = 5
 
 
+def test_reindex_recomputes_an_unusable_analysis_file(reference_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_folder, copy)
+    broken = copy / "panoptic" / "B" / "val_0003.analysis.json"
+    broken.write_text('{"segments": [], "classes": {"4": {"fn_class": "many"}}}')
+    (copy / "panoptic" / "A" / "val_0001.analysis.json").write_text("{not json")
+    assert predict_dump.main(["--out", str(copy), "--reindex"]) == 0
+    assert folder_files(copy) == folder_files(reference_folder)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Toy scenes and the two shipped demo models, which (unlike random ones) score a real PQ."""

@@ -12,6 +12,7 @@ import contextlib
 import html
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -74,22 +75,29 @@ class Panel:
     note: str = ""
 
 
-def _per_segment(labels: LabelMap, values: dict[int, int], fill: int) -> np.ndarray:
-    """Per pixel, values[segment id] (fill for void, ids without an entry and ids not in `values`)."""
+@lru_cache(maxsize=64)
+def _segment_index(labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
+    """The map's sorted segment ids and, per pixel, 0 for void, k + 1 for ids[k], len(ids) + 1 for an id without
+    an entry; remembered per (cached) label map, since every model's error map reads the ground truth's."""
     ids = np.array(sorted(labels.segments), dtype=np.int64)
-    table = np.array([fill, *(values.get(int(i), fill) for i in ids), fill], dtype=np.int64)
-    return table[pq.segment_indices(labels.segment_map, ids, len(ids) + 1)].reshape(labels.shape)
+    return ids, pq.segment_indices(labels.segment_map, ids, len(ids) + 1).reshape(labels.shape)
+
+
+def _per_segment(labels: LabelMap, values: dict[int, int], fill: int, dtype=np.uint8) -> np.ndarray:
+    """Per pixel, values[segment id] (fill for void, ids without an entry and ids not in `values`)."""
+    ids, index = _segment_index(labels)
+    return np.array([fill, *(values.get(int(i), fill) for i in ids), fill], dtype=dtype)[index]
 
 
 def error_codes(gt: LabelMap, pred: LabelMap, match: SegmentMatch) -> np.ndarray:
     """Per pixel, an index into ERROR_LEGEND: 0 ground truth void; the FP type of the predicted segment there, else
     the FN type of the ground-truth segment; 1 where both are a matched pair; 8 elsewhere (a matched segment's
     pixel where the other side has another segment or void)."""
-    partner = _per_segment(gt, {g: p for g, (status, p, _) in match.gt.items() if status == "TP"}, -1)
+    partner = _per_segment(gt, {g: p for g, (status, p, _) in match.gt.items() if status == "TP"}, -1, np.int64)
     codes = np.where(partner == pred.segment_map, MATCHED, OTHER).astype(np.uint8)
     fn = _per_segment(gt, {g: ERROR_CODE[kind] for g, (kind, _) in match.gt_error.items()}, 0)
     fp = _per_segment(pred, {p: ERROR_CODE[kind] for p, (kind, _) in match.pred_error.items()}, 0)
-    codes = np.where(fp > 0, fp, np.where(fn > 0, fn, codes)).astype(np.uint8)
+    codes = np.where(fp > 0, fp, np.where(fn > 0, fn, codes))
     codes[gt.class_map < 0] = 0
     return codes
 
