@@ -103,7 +103,6 @@ class SweepMaps:
     """One image's merge under every setting of `grid` (settings in grid.settings order)."""
 
     grid: SweepGrid
-    shape: tuple[int, int]
     owners: list[np.ndarray]  # per score threshold of grid.scores: (H, W) int32 owner position, len(kept) = void
     luts: list[np.ndarray]  # per setting: segment id per owner position (last entry: void, -1)
     segments: list[list[dict]]  # per setting: the merge's segments
@@ -119,7 +118,7 @@ class SweepMaps:
 
 class _Winner:
     """Per pixel, the best query so far by score x probability (the first on ties) and whether the pixel lies in
-    that query's own mask: the merge's running state, for one group of queries."""
+    that query's own mask: the merge's running state."""
 
     def __init__(self, pixels: int, n_queries: int, device) -> None:
         self.best = torch.full((pixels,), -torch.inf, device=device)
@@ -130,15 +129,42 @@ class _Winner:
         """Takes in the (K, pixels) values of the next `queries` (ascending): as the merge, torch's max keeps the
         first of equal values and a later chunk wins only when strictly better."""
         value, index = values.max(0)
-        owner = queries[index]
-        better = value > self.best
-        self.best = torch.where(better, value, self.best)
+        self._take(value > self.best, value, queries[index], own_mask.gather(0, index[None])[0])
+
+    def absorb(self, other: _Winner) -> None:
+        """Adds another group's winners: the better value, and on a tie the lower query index, as the merge's
+        argmax over both groups would."""
+        better = (other.best > self.best) | ((other.best == self.best) & (other.owner < self.owner))
+        self._take(better, other.best, other.owner, other.inside)
+
+    def _take(self, better: torch.Tensor, best: torch.Tensor, owner: torch.Tensor, inside: torch.Tensor) -> None:
+        self.best = torch.where(better, best, self.best)
         self.owner = torch.where(better, owner, self.owner)
-        self.inside = torch.where(better, own_mask.gather(0, index[None])[0], self.inside)
+        self.inside = torch.where(better, inside, self.inside)
 
 
-def _chunks(queries: torch.Tensor, step: int):
+def _chunks(queries: torch.Tensor, step: int) -> list[torch.Tensor]:
     return [queries[start:start + step] for start in range(0, len(queries), step)]
+
+
+def _group_winners(mask_logits, scores, group, chunks, img_size, resized_size, original_size, mask_threshold,
+                   mask_area) -> dict[int, _Winner]:
+    """Each group's own winners, upsampling the chunks' masks once (and filling mask_area)."""
+    pixels = original_size[0] * original_size[1]
+    winners: dict[int, _Winner] = {}
+    for chunk in chunks:
+        probs = upsample_masks(mask_logits[chunk].float(), img_size, resized_size, original_size)
+        probs = probs.sigmoid_().flatten(1)
+        own_mask = probs >= mask_threshold
+        mask_area[chunk] = own_mask.sum(1)
+        values = probs.mul_(scores[chunk, None])  # in place, as the merge
+        of_chunk = group[chunk]
+        for j in of_chunk.unique().tolist():
+            rows = (of_chunk == j).nonzero()[:, 0]
+            whole = len(rows) == len(chunk)
+            winner = winners.setdefault(j, _Winner(pixels, len(scores), mask_logits.device))
+            winner.update(values if whole else values[rows], chunk[rows], own_mask if whole else own_mask[rows])
+    return winners
 
 
 def _ownerships(mask_logits, class_logits, img_size, resized_size, original_size, thresholds, exact_for: float,
@@ -152,44 +178,24 @@ def _ownerships(mask_logits, class_logits, img_size, resized_size, original_size
     height, width = original_size
     num_classes = class_logits.shape[-1] - 1
     scores, labels = class_logits.float().softmax(-1).max(-1)
-    device = mask_logits.device
     descending = sorted(set(thresholds), reverse=True)
     # The merge's own test, per threshold: the same comparison of the same float32 scores.
     passes = torch.stack([(labels != num_classes) & (scores > t) for t in descending])
-    group = torch.where(passes.any(0), passes.int().argmax(0), len(descending))
+    group = torch.where(passes.any(0), passes.int().argmax(0), len(descending))  # the highest threshold passed
     exact = descending.index(exact_for)
     step = max(1, chunk_bytes // (4 * img_size * img_size + 5 * height * width))  # the merge's chunks
     chunks = _chunks((group <= exact).nonzero()[:, 0], step) + \
         _chunks(((group > exact) & (group < len(descending))).nonzero()[:, 0], step)
-    mask_area = torch.zeros(len(scores), dtype=torch.long, device=device)
-    winners: dict[int, _Winner] = {}
-    for chunk in chunks:
-        probs = upsample_masks(mask_logits[chunk].float(), img_size, resized_size, original_size)
-        probs = probs.sigmoid_().flatten(1)
-        own_mask = probs >= mask_threshold
-        mask_area[chunk] = own_mask.sum(1)
-        values = probs.mul_(scores[chunk, None])
-        of_chunk = group[chunk]
-        for j in of_chunk.unique().tolist():
-            rows = (of_chunk == j).nonzero()[:, 0]
-            whole = len(rows) == len(chunk)
-            winner = winners.setdefault(j, _Winner(height * width, len(scores), device))
-            winner.update(values if whole else values[rows], chunk[rows], own_mask if whole else own_mask[rows])
-    combined = _Winner(height * width, len(scores), device)
+    mask_area = torch.zeros(len(scores), dtype=torch.long, device=mask_logits.device)
+    winners = _group_winners(mask_logits, scores, group, chunks, img_size, resized_size, original_size,
+                             mask_threshold, mask_area)
+    combined = _Winner(height * width, len(scores), mask_logits.device)
     result = {}
     for j, threshold in enumerate(descending):
         if j in winners:
-            _combine(combined, winners[j])
+            combined.absorb(winners[j])
         result[threshold] = _ownership((group <= j).nonzero()[:, 0], combined.owner, combined.inside, len(scores))
     return labels, scores, mask_area, result
-
-
-def _combine(combined: _Winner, group: _Winner) -> None:
-    """Adds a group's winners: the better value, and on a tie the lower query index, as the merge's argmax."""
-    better = (group.best > combined.best) | ((group.best == combined.best) & (group.owner < combined.owner))
-    combined.best = torch.where(better, group.best, combined.best)
-    combined.owner = torch.where(better, group.owner, combined.owner)
-    combined.inside = torch.where(better, group.inside, combined.inside)
 
 
 def _ownership(kept: torch.Tensor, owner: torch.Tensor, inside: torch.Tensor, n_queries: int) -> _Ownership:
@@ -248,7 +254,7 @@ def sweep_panoptic(mask_logits: torch.Tensor, class_logits: torch.Tensor, img_si
             segment_of_query, accepted = _segments(ownership, labels, scores, mask_area, stuff, overlap)
             luts.append(np.array(segment_of_query + [-1], dtype=np.int32))
             segments.append(accepted)
-    return SweepMaps(grid, tuple(original_size), owners, luts, segments)
+    return SweepMaps(grid, owners, luts, segments)
 
 
 # --------------------------------------------------------------------------------------------------- counts
