@@ -13,12 +13,14 @@ import argparse
 import functools
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from dump.folder import GT, FolderError
-from viewer import events, filters, live, navigation
+from viewer import analysis, events, filters, live, navigation
 from viewer.events import NO_PIXEL, Display
 from viewer.index import FolderIndex, check_annotations, load_folder, summary_markdown
 
@@ -73,11 +75,11 @@ def build_app(folder: FolderIndex) -> gr.Blocks:
         gr.Markdown("## EoMT model comparison")
         with gr.Accordion(_folder_title(folder), open=bool(folder.problems)) as folder_box:
             folder_summary = gr.Markdown(summary_markdown(folder), elem_id="vw-folder")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Images", id="images"):
-                _images_tab(demo, folder, view, folder_box, folder_summary)
+                images = _images_tab(demo, folder, view, folder_box, folder_summary)
             with gr.Tab("Dataset", id="dataset") as dataset_tab:
-                _dataset_tab(folder, view, dataset_tab)
+                _dataset_tab(folder, view, dataset_tab, images, tabs)
             with gr.Tab("Live", id="live"):
                 _live_tab(folder)
     return demo
@@ -85,7 +87,16 @@ def build_app(folder: FolderIndex) -> gr.Blocks:
 
 # ------------------------------------------------------------------------------------------------ images tab
 
-def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box, folder_summary) -> None:
+@dataclass(frozen=True)
+class ImagesTab:
+    """What other tabs need of the Images tab to open an image there."""
+
+    controls: list  # the display controls, in the order events.display takes them
+    outputs: list  # the page and list components
+    page_and_list: object  # (ImagePage, ImageList) -> {component: value}
+
+
+def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box, folder_summary) -> ImagesTab:
     models = folder.models
     model_a, model_b = (models + [None])[0], (models[1:] or models + [None])[0]
     with gr.Row(equal_height=False):
@@ -246,11 +257,12 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
         _for_user(lambda v, chosen, x, y: gr.File(events.export_image(folder, v, models_of(chosen), x, y) or None,
                                                   visible=True)),
         [view, shown_models, pixel_x, pixel_y], [export_image_files], api_name="export_image")
+    return ImagesTab(controls, all_outputs, page_and_list)
 
 
 # ----------------------------------------------------------------------------------------------- dataset tab
 
-def _dataset_tab(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab) -> None:
+def _dataset_tab(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, images: ImagesTab, tabs: gr.Tabs) -> None:
     models = folder.models
     model_a, model_b = (models + [None])[0], (models[1:] or models + [None])[0]
     with gr.Row():
@@ -266,15 +278,34 @@ def _dataset_tab(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab) -> No
                               ("all models above X", "above"), ("all models below X", "below")], value="none",
                              label="Class filter", scale=2)
         ds_value = gr.Number(0.1, label="X", step=0.05)
+    inputs = [view, ds_models, ds_metric, ds_scope, ds_kind, ds_a, ds_b, ds_filter, ds_value]
+
+    def query(chosen, metric, scope, kind, a, b, class_filter, value) -> events.DatasetQuery:
+        return events.DatasetQuery(events.chosen_models(folder, chosen), metric, scope, kind, a, b, class_filter,
+                                   value)
+
+    with gr.Tabs():
+        with gr.Tab("Classes", id="classes"):
+            _classes_view(folder, view, dataset_tab, inputs, query)
+        with gr.Tab("Errors", id="errors", elem_id="vw-errors-tab") as errors_tab:
+            _errors_view(folder, errors_tab, inputs, query, images, tabs)
+        with gr.Tab("Thresholds", id="thresholds") as thresholds_tab:
+            _thresholds_view(folder, thresholds_tab, ds_models)
+
+
+def _classes_view(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, inputs: list, query) -> None:
     ds_button = gr.Button("Update", variant="primary")
     ds_status = gr.Markdown()
     ds_summary = gr.Dataframe(label="Things / stuff summary (from counts summed over the images)",
                               interactive=False)
+    ds_intervals = gr.Dataframe(label="ΔPQ A − B with its 95% paired bootstrap interval (1,000 resamples of the "
+                                "images; grey: the interval contains 0, not significant)", interactive=False)
     ds_summary_plot = gr.Plot(label="PQ: all, things, stuff")
     with gr.Row():
         ds_metric_plot = gr.Plot(label="Per-class metric")
         ds_delta_plot = gr.Plot(label="Per-class ΔPQ A − B")
-    ds_table = gr.Dataframe(label="Classes passing the filters", interactive=False, max_height=420)
+    ds_table = gr.Dataframe(label="Classes passing the filters (ΔPQ with its 95% interval; grey: not significant)",
+                            interactive=False, max_height=420)
     ds_export_button = gr.Button("Export these tables as CSV", size="sm")
     ds_export_files = gr.File(label="CSV", file_count="multiple", visible=False)
     gr.Markdown("### Class confusion of unmatched segments\nFor every false-positive segment: the ground-truth "
@@ -284,29 +315,114 @@ def _dataset_tab(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab) -> No
                                    interactive=False, max_height=420)
     confusion_file = gr.File(label="CSV", visible=False)
 
-    def query(chosen, metric, scope, kind, a, b, class_filter, value) -> events.DatasetQuery:
-        return events.DatasetQuery(events.chosen_models(folder, chosen), metric, scope, kind, a, b, class_filter,
-                                   value)
-
     def on_update(view_value, *values):
         result = events.dataset_page(folder, view_value, query(*values))
         return {ds_summary: result.summary, ds_summary_plot: result.summary_chart,
                 ds_metric_plot: result.metric_chart, ds_delta_plot: result.delta_chart, ds_table: result.table,
-                ds_status: result.status}
+                ds_intervals: result.intervals, ds_status: result.status}
 
     def on_confusion(view_value, chosen, scope, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for a bar)
         table, path = events.confusion(folder, view_value, events.chosen_models(folder, chosen), scope,
                                        progress=lambda fraction, text: progress(fraction, desc=text))
         return table, gr.File(path, visible=True)
 
-    inputs = [view, ds_models, ds_metric, ds_scope, ds_kind, ds_a, ds_b, ds_filter, ds_value]
     gr.on([ds_button.click, dataset_tab.select], on_update, inputs,
-          [ds_summary, ds_summary_plot, ds_metric_plot, ds_delta_plot, ds_table, ds_status], api_name="dataset")
+          [ds_summary, ds_intervals, ds_summary_plot, ds_metric_plot, ds_delta_plot, ds_table, ds_status],
+          api_name="dataset")
     ds_export_button.click(
         lambda view_value, *values: gr.File(events.export_dataset(folder, view_value, query(*values)),
                                             visible=True), inputs, [ds_export_files], api_name="export_dataset")
-    confusion_button.click(on_confusion, [view, ds_models, ds_scope], [confusion_table, confusion_file],
+    confusion_button.click(on_confusion, [inputs[0], inputs[1], inputs[3]], [confusion_table, confusion_file],
                            api_name="confusion")
+
+
+def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, images: ImagesTab,
+                 tabs: gr.Tabs) -> None:
+    models = folder.models
+    classes = [("all classes", -1)] + [(f"{c.name} ({c.id})", c.id) for c in folder.classes]
+    with gr.Row():
+        group = gr.Radio([("all", "All"), ("things", "Things"), ("stuff", "Stuff")], value="All",
+                         label="Per model: classes")
+        errors_button = gr.Button("Update errors", variant="primary", elem_id="vw-errors-update")
+    note = gr.Markdown(elem_id="vw-errors-note")
+    summary = gr.Dataframe(label="Per model: errors by type and ΔPQ if fixed (click a cell to list its images)",
+                           interactive=False, elem_id="vw-errors-summary")
+    summary_plot = gr.Plot(label="Errors by type and ΔPQ if fixed")
+    class_table = gr.Dataframe(label="Per class, A and B side by side (click a cell to list its images)",
+                               interactive=False, max_height=420, elem_id="vw-errors-classes")
+    class_plot = gr.Plot(label="Errors by type per class")
+    gr.Markdown("### Where a type of error costs the most")
+    with gr.Row():
+        list_model = gr.Dropdown(models, value=(models + [None])[0], label="Model")
+        list_fix = gr.Dropdown([(analysis.FIX_LABELS[f], f) for f in analysis.FIX_CHOICES], value="missed",
+                               label="Error type", elem_id="vw-error-type")
+        list_class = gr.Dropdown(classes, value=-1, label="Class")
+        list_top = gr.Number(20, label="Top N (0 = all)", precision=0, minimum=0)
+        list_button = gr.Button("List images", elem_id="vw-error-list")
+    list_status = gr.Markdown(elem_id="vw-error-status")
+    listed = gr.Dataframe(pd.DataFrame(columns=["image", "model", "error type", "class", "errors", "PQ",
+                                                "PQ if fixed", "ΔPQ if fixed"]),
+                          label="Images (click one to open it on the Images tab)", interactive=False,
+                          max_height=420, elem_id="vw-error-images")
+
+    def choice(model, fix, class_id) -> events.ErrorChoice:
+        return events.ErrorChoice(model, fix, None if class_id in (None, -1) else int(class_id))
+
+    def on_errors(view_value, group_value, *values):
+        page = events.errors_page(folder, view_value, query(*values), group_value)
+        return {note: page.note, summary: page.summary, summary_plot: page.summary_chart,
+                class_table: page.classes, class_plot: page.class_chart}
+
+    def listing(view_value, picked: events.ErrorChoice, top, values) -> dict:
+        result = events.error_images(folder, view_value, query(*values), picked, top)
+        return {listed: result.table, list_status: result.status, list_model: picked.model,
+                list_fix: picked.fix, list_class: -1 if picked.class_id is None else picked.class_id}
+
+    def on_list(view_value, model, fix, class_id, top, *values):
+        return listing(view_value, choice(model, fix, class_id), top, values)
+
+    def on_cell(table: str):
+        def handler(view_value, top, evt: gr.SelectData, *values):
+            picked = events.error_choice(folder, table, evt.row_value, evt.index[1] if evt.index else None)
+            return listing(view_value, picked, top, values) if picked else {}
+        return handler
+
+    def on_open(listed_value, evt: gr.SelectData, *controls):
+        names = [] if listed_value is None or not len(listed_value) else listed_value["image"].tolist()
+        name = evt.row_value[0] if evt.row_value else None
+        result = events.open_listed(folder, names, name, "images listed by the Errors view",
+                                    events.display(folder, *controls))
+        return {**images.page_and_list(result), tabs: gr.Tabs(selected="images")}
+
+    view, dataset_inputs = inputs[0], inputs[1:]
+    outputs = [note, summary, summary_plot, class_table, class_plot]
+    gr.on([errors_button.click, errors_tab.select], _for_user(on_errors), [view, group, *dataset_inputs], outputs,
+          api_name="errors")
+    list_outputs = [listed, list_status, list_model, list_fix, list_class]
+    list_button.click(_for_user(on_list), [view, list_model, list_fix, list_class, list_top, *dataset_inputs],
+                      list_outputs, api_name="error_images")
+    summary.select(_for_user(on_cell("summary")), [view, list_top, *dataset_inputs], list_outputs,
+                   api_name="error_cell")
+    class_table.select(_for_user(on_cell("classes")), [view, list_top, *dataset_inputs], list_outputs,
+                       api_name="error_class_cell")
+    listed.select(_for_user(on_open), [listed, *images.controls], [*images.outputs, tabs],
+                  api_name="open_error_image")
+
+
+def _thresholds_view(folder: FolderIndex, thresholds_tab: gr.Tab, ds_models) -> None:
+    with gr.Row():
+        metric = gr.Radio([("PQ", "pq"), ("SQ", "sq"), ("RQ", "rq")], value="pq", label="Metric")
+        group = gr.Radio([("all", "All"), ("things", "Things"), ("stuff", "Stuff")], value="All", label="Classes")
+    status = gr.Markdown(elem_id="vw-sweep-status")
+    chart = gr.Plot(label="Metric against the score threshold (★ default setting)")
+    table = gr.Dataframe(label="Every setting of the sweep", interactive=False, max_height=420)
+
+    def on_sweep(chosen, metric_value, group_value):
+        page = events.sweep_page(folder, events.chosen_models(folder, chosen), metric_value, group_value)
+        return {chart: page.chart, table: page.table, status: page.status}
+
+    gr.on([thresholds_tab.select, metric.change, group.change, ds_models.change], on_sweep,
+          [ds_models, metric, group], [chart, table, status], api_name="sweep")
 
 
 # -------------------------------------------------------------------------------------------------- live tab

@@ -2,6 +2,8 @@
 
     python predict_dump.py --data DIR --model NAME=SOURCE[@PRESET] [--model ...] --out DIR [options]
     torchrun --nproc_per_node N predict_dump.py ...      (the images are sharded across the ranks)
+    python predict_dump.py ... --sweep score=0.5:0.95:0.05 [overlap=0.6:0.9:0.1]
+                                                         (also PQ per post-processing setting: sweep.json)
     python predict_dump.py --out DIR --reindex           (rebuild the aggregate files from panoptic/)
     python predict_dump.py --demo --out DIR              (the embedded demo: two toy models, toy validation split)
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from dump.folder import FolderError
 from dump.model_specs import parse_model_arg, read_models_file
 from dump.run import EXIT_REFUSED, EXIT_SOME_FAILED, DumpOptions, dump, reindex
+from dump.sweep import parse_sweep
 from eomt.config import PRECISIONS
 
 # torch and eomt are imported where a run needs them, so --help, --reindex and argument errors are quick.
@@ -54,7 +57,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="delete what an earlier run wrote into --out and start again")
     parser.add_argument("--skip-constant", action="store_true",
                         help="skip images with a constant semantic map (EoMT's official validation set)")
-    parser.add_argument("--reindex", action="store_true", help="rebuild the aggregate files from panoptic/ and stop")
+    parser.add_argument("--sweep", nargs="+", metavar="KNOB=VALUES",
+                        help="also count PQ for a grid of post-processing settings, e.g. score=0.5:0.95:0.05 "
+                             "overlap=0.7,0.8,0.9 (start:stop:step or a list; the default setting is always in); "
+                             "written to sweep.json")
+    parser.add_argument("--reindex", action="store_true",
+                        help="rebuild the aggregate files from panoptic/ (computing a missing error analysis from "
+                             "the PNGs) and stop")
     parser.add_argument("--demo", action="store_true",
                         help="write the embedded demo folder (the shipped toy models over the toy validation split)")
     return parser
@@ -71,6 +80,8 @@ def parse_args(argv: list[str] | None) -> Command:
         parser.error("--data is required (unless --reindex or --demo)")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    if args.sweep and (args.reindex or args.demo):
+        parser.error("--sweep needs the models' logits: it goes with a dump, not with --reindex or --demo")
     if args.batch_size < 1 or args.workers < 0:
         parser.error("--batch-size must be at least 1 and --workers at least 0")
     out = Path(args.out)
@@ -82,7 +93,8 @@ def parse_args(argv: list[str] | None) -> Command:
     return Command(out, DumpOptions(out=out, data=Path(args.data), models=tuple(specs), split=args.split,
                                     limit=args.limit, device=args.device, dtype=args.dtype,
                                     batch_size=args.batch_size, workers=args.workers, overwrite=args.overwrite,
-                                    skip_constant=args.skip_constant))
+                                    skip_constant=args.skip_constant,
+                                    sweep=parse_sweep(args.sweep) if args.sweep else None))
 
 
 def main(argv: list[str] | None = None) -> int:

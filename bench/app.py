@@ -6,7 +6,9 @@ Times the plain functions the app's events call (what the server spends, without
 - a class filter (two classes, all of them, plus a content limit), over all images;
 - a signed ranking by ΔPQ of two models over all images, top 20;
 - all panels of one image (input, ground truth, every model, every error map, the A vs B map, encoded as PNG into
-  the page's HTML), on images not seen before so no decoded map is reused; and the same plus the image's tables.
+  the page's HTML), on images not seen before so no decoded map is reused; and the same plus the image's tables;
+- the Errors view (errors by type and ΔPQ if fixed per model and per class of A and B), listing the images where
+  a type costs the most, and the paired bootstrap of ΔPQ (1,000 resamples) behind the Classes view's intervals.
 
     python bench/app.py [FOLDER] [--images 2000] [--models 4] [--size 512x683] [--repeat 20]
 
@@ -17,6 +19,7 @@ Without FOLDER, or when it does not exist yet, a synthetic folder of that size i
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -27,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # run as a script: the project, not bench/, comes first
 
-from viewer import filters, tables  # noqa: E402
+from viewer import analysis, dataset, filters, tables  # noqa: E402
 from viewer.index import check_annotations, load_folder  # noqa: E402
 from viewer.panels import DisplayOptions, image_panels, legend_classes, panels_html  # noqa: E402
 
@@ -125,6 +128,25 @@ def main(argv: list[str] | None = None) -> None:
            f"{n_panels} panels, first view of each image")
     full_times = [timed(show_image_and_tables, index, p, models, options) for p in positions[args.repeat:]]
     report("all panels + the image's tables", full_times, TARGETS["panels"], "what 'next image' costs the server")
+
+    pair = models[:2]
+    repeat = max(3, args.repeat // 4)
+    report("errors view (per model + per class)", [timed(errors_view, index, models, pair) for _ in range(repeat)],
+           None, f"{len(models)} models, classes of {' and '.join(pair)}")
+    fixes = analysis.FIX_CHOICES
+    report("images where a type costs most", [timed(analysis.images_by_fix, index, models[k % len(models)],
+                                                    fixes[k % len(fixes)]) for k in range(args.repeat)], None,
+           "top 20 over all images")
+    if len(models) > 1:
+        report("paired bootstrap of ΔPQ (1,000)", [timed(dataset._bootstrap.__wrapped__, index, *pair,
+                                                         tuple(range(index.n_images)), 1000, k)
+                                                   for k in range(repeat)], None, "All/Things/Stuff and per class")
+    print(f"\nload average {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
+
+
+def errors_view(index, models: list[str], pair: list[str]) -> None:
+    analysis.error_summary(index, models)
+    analysis.class_errors(index, pair)
 
 
 if __name__ == "__main__":

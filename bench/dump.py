@@ -4,13 +4,15 @@
 
 Generates an ADE20K-format dataset of 683x512 images, builds a random (sharpened, so that it predicts segments)
 model, times the bare forward over the pre-processed images, then a full dump of the same images, and prints both
-in images/s with the overhead ratio (target: the dump within 15% of the bare forward).
+in images/s with the overhead ratio (target: the dump within 15% of the bare forward). Then the same dump with the
+threshold sweep (`--sweep`, default score=0.5:0.95:0.05, 10 settings) and its extra cost per image and setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -53,6 +55,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--kept", type=int, default=40,
                         help="queries per image that pass the score threshold (a trained ADE20K model keeps tens)")
+    parser.add_argument("--sweep", nargs="+", default=["score=0.5:0.95:0.05"], metavar="KNOB=VALUES",
+                        help="the grid of the sweep run (predict_dump.py --sweep); 'none' to skip it")
     args = parser.parse_args()
 
     ade = eomt.PRESETS["ade20k_panoptic_eomt_large_640"]
@@ -85,14 +89,22 @@ def main() -> None:
             torch.cuda.synchronize()
         bare = args.images / (time.perf_counter() - start)
 
+        common = ["--data", str(data), "--model", f"bench={checkpoint}", "--device", args.device, "--dtype",
+                  args.dtype, "--batch-size", str(args.batch_size), "--workers", str(args.workers)]
         start = time.perf_counter()
-        status = predict_dump.main(["--data", str(data), "--model", f"bench={checkpoint}", "--out",
-                                    str(tmp / "out"), "--device", args.device, "--dtype", args.dtype,
-                                    "--batch-size", str(args.batch_size), "--workers", str(args.workers)])
-        dump = args.images / (time.perf_counter() - start)
+        status = predict_dump.main([*common, "--out", str(tmp / "out")])
+        dump_seconds = time.perf_counter() - start
+        dump = args.images / dump_seconds
         assert status == 0
         annotations = json.loads((tmp / "out" / "panoptic" / "bench.json").read_text())["annotations"]
         segments = sum(len(a["segments_info"]) for a in annotations) / len(annotations)
+        sweep = None
+        if args.sweep != ["none"]:
+            start = time.perf_counter()
+            assert predict_dump.main([*common, "--out", str(tmp / "swept"), "--sweep", *args.sweep]) == 0
+            sweep_seconds = time.perf_counter() - start
+            n_settings = len(json.loads((tmp / "swept" / "sweep.json").read_text())["models"]["bench"]["results"])
+            sweep = (sweep_seconds, n_settings)
 
     print(f"\n{args.backbone} at {args.img_size}, {args.queries} queries, {args.images} images of 683x512, "
           f"device {args.device}, {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
@@ -101,6 +113,14 @@ def main() -> None:
     print(f"predict_dump (all)  {dump:8.2f} images/s   (model load, data files, metrics and aggregates included)")
     print(f"dump / bare         {dump / bare:8.3f}   (overhead {100 * (bare / dump - 1):.1f}% of the forward time; "
           "target <= 15%)")
+    if sweep is not None:
+        sweep_seconds, n_settings = sweep
+        extra = (sweep_seconds - dump_seconds) / args.images
+        print(f"dump with --sweep   {args.images / sweep_seconds:8.2f} images/s   ({' '.join(args.sweep)}: "
+              f"{n_settings} settings)")
+        print(f"sweep extra cost    {1000 * extra:8.1f} ms per image, {1000 * extra / n_settings:.1f} ms per image "
+              f"and setting ({100 * extra / (1 / bare) / n_settings:.1f}% of a bare forward per setting)")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from dump.folder import INSTANCE_COUNTS, MANIFEST
+from dump.folder import INSTANCE_COUNTS, MANIFEST, VERSION
 from dump.model_specs import ModelSpec
 from dump.run import DumpOptions, dump
 from segdata import scenes
@@ -86,12 +86,13 @@ def cache_root() -> Path:
 
 
 def demo_key() -> str:
-    """A hash of what the demo folder is made of: both checkpoints, the scene generator and the split size."""
+    """A hash of what the demo folder is made of: both checkpoints, the scene generator, the split size and the
+    folder's format version (a newer format builds the demo again, with what it adds)."""
     digest = hashlib.sha256()
     for name, path in DEMO_MODELS.items():
         digest.update(name.encode() + b"\0" + path.read_bytes())
     digest.update(Path(scenes.__file__).read_bytes())
-    digest.update(f"{DEMO_IMAGES} {DEMO_SEED}".encode())
+    digest.update(f"{DEMO_IMAGES} {DEMO_SEED} {VERSION}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -6,11 +6,17 @@ Every file name of the folder is spelled here and nowhere else; docs/output-fold
     val_XXXX_input.png, val_XXXX_target.png, val_XXXX_pred_<model>.png
     panoptic/gt.json, panoptic/gt/val_XXXX.png (+ val_XXXX.json: that image's annotation, written last)
     panoptic/<model>.json, panoptic/<model>/val_XXXX.png (+ val_XXXX.json)
-    segment_stats.csv, instance_counts.json
+    panoptic/<model>/val_XXXX.analysis.json, panoptic/<model>/val_XXXX.sweep.json (version 2)
+    segment_stats.csv, instance_counts.json, analysis_stats.csv, segment_errors.csv, sweep.json (version 2)
 
 The per-image `panoptic/<x>/val_XXXX.json` files hold each image's COCO annotation (`segments_info`) as soon as the
 image is done; their presence marks the image finished, which is what makes a killed dump resumable. The
-`panoptic/<x>.json` files are the COCO panoptic JSONs assembled from them.
+`panoptic/<x>.json` files are the COCO panoptic JSONs assembled from them. Beside a model's annotation, and written
+before it, `val_XXXX.analysis.json` holds that image's error analysis (metrics.analysis) and, with `--sweep`,
+`val_XXXX.sweep.json` its PQ counts per post-processing setting.
+
+Version 2 added the analysis files; version 1 folders are read as they are (readers compute what is missing, and
+`predict_dump.py --out DIR --reindex` adds the files). `read_manifest` is the one place versions are checked.
 
 Category ids everywhere are the contiguous class ids of the model (ADE20K: 0..149, the class table's `id`), so a
 name is always looked up by the same id the network predicts.
@@ -26,10 +32,12 @@ from typing import Any
 
 from eomt import atomic
 from eomt.classes import ClassTable
+from metrics.analysis import ANALYSIS_COLUMNS
 from metrics.coco_panoptic import id2rgb
 
 FORMAT = "eomt-dump"
-VERSION = 1
+VERSION = 2  # what this program writes
+READABLE_VERSIONS = (1, 2)  # 2: the analysis files (analysis_stats.csv, segment_errors.csv, sweep.json)
 GT = "gt"  # name of the ground-truth entry under panoptic/
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -39,6 +47,13 @@ FAILURES = "failures.json"
 SEGMENT_STATS = "segment_stats.csv"
 INSTANCE_COUNTS = "instance_counts.json"
 SEGMENT_STATS_COLUMNS = ("image", "model", "category_id", "tp", "fp", "fn", "iou_sum", "gt_segments", "pred_segments")
+ANALYSIS_STATS = "analysis_stats.csv"
+ANALYSIS_STATS_COLUMNS = ("image", "model", "category_id", *ANALYSIS_COLUMNS)
+SEGMENT_ERRORS = "segment_errors.csv"
+SEGMENT_ERRORS_COLUMNS = ("image", "model", "side", "id", "category_id", "type", "linked_id")
+SWEEP = "sweep.json"
+# Derived from the per-image files by dump.aggregates.build_aggregates (and --reindex).
+AGGREGATE_FILES = (SEGMENT_STATS, INSTANCE_COUNTS, ANALYSIS_STATS, SEGMENT_ERRORS, SWEEP)
 
 
 class FolderError(ValueError):
@@ -97,6 +112,12 @@ class Layout:
     def annotation_json(self, image: str, source: str) -> Path:
         return self.panoptic_dir(source) / f"{image}.json"
 
+    def analysis_json(self, image: str, model: str) -> Path:
+        return self.panoptic_dir(model) / f"{image}.analysis.json"
+
+    def sweep_json(self, image: str, model: str) -> Path:
+        return self.panoptic_dir(model) / f"{image}.sweep.json"
+
 
 def write_class_names(layout: Layout, classes: ClassTable) -> None:
     atomic.write_text(layout.file(CLASS_NAMES), "".join(f"{c.id}\t{c.name}\n" for c in classes))
@@ -119,8 +140,9 @@ def read_manifest(root: str | Path) -> dict:
     manifest = read_json_file(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise FolderError(f"{path}: not an {FORMAT} manifest (no \"format\": \"{FORMAT}\")")
-    if manifest.get("version") != VERSION:
-        raise FolderError(f"{path}: format version {manifest.get('version')!r}, this program reads {VERSION}")
+    if manifest.get("version") not in READABLE_VERSIONS:
+        raise FolderError(f"{path}: format version {manifest.get('version')!r}, this program reads "
+                          f"{' and '.join(map(str, READABLE_VERSIONS))}")
     for key in ("dataset", "images", "models", "classes"):
         if key not in manifest:
             raise FolderError(f"{path}: field {key!r} missing")

@@ -2,7 +2,8 @@
 
 Decoding and resizing happen in DataLoader worker processes, overlapping the forward pass; the forward and the
 post-processing run on the model's device; rendering, PNG encoding and PQ counting run in a thread pool so the
-device is fed while files are written.
+device is fed while files are written. With a sweep grid, each image's merge also runs for every setting of the grid
+while its logits are in memory (dump.sweep), and the writer counts PQ for each.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dump.folder import Layout
+from dump.sweep import SweepGrid, sweep_panoptic
 from dump.writer import write_data, write_prediction
 from eomt.transforms import resize_and_pad
 from metrics import pq
@@ -91,8 +93,9 @@ class ModelPassResult:
 
 def run_model(layout: Layout, dataset, indices: list[int], predictor, model_name: str, colors: np.ndarray,
               with_ground_truth: bool, batch_size: int, workers: int, on_failure: Failure,
-              show_progress: bool) -> ModelPassResult:
-    """Predicts `indices` with one model and writes its files; failures are reported and skipped."""
+              show_progress: bool, sweep: SweepGrid | None = None) -> ModelPassResult:
+    """Predicts `indices` with one model and writes its files; failures are reported and skipped. With `sweep`
+    (a grid holding the predictor's own setting), the sweep's counts are written too."""
     outcome = ModelPassResult()
     if not indices:
         return outcome
@@ -124,9 +127,9 @@ def run_model(layout: Layout, dataset, indices: list[int], predictor, model_name
                 else:
                     on_failure(index, error)
                     bar.update(1)
-            for index, result in _predict(predictor, ready, on_failure, bar):
+            for index, (result, maps) in _predict(predictor, ready, sweep, on_failure, bar):
                 in_flight.append((index, pool.submit(write_prediction, layout, index, model_name, result, colors,
-                                                     with_ground_truth)))
+                                                     with_ground_truth, maps)))
             while len(in_flight) > max_in_flight:
                 finish(*in_flight.popleft())
         while in_flight:
@@ -136,13 +139,13 @@ def run_model(layout: Layout, dataset, indices: list[int], predictor, model_name
     return outcome
 
 
-def _predict(predictor, ready: list, on_failure: Failure, bar) -> list:
-    """Panoptic results for a batch; when the batch fails (out of memory, a model error), each image is retried
-    alone so that only the images that fail by themselves are lost."""
+def _predict(predictor, ready: list, sweep: SweepGrid | None, on_failure: Failure, bar) -> list:
+    """(index, (panoptic result, sweep maps or None)) for a batch; when the batch fails (out of memory, a model
+    error), each image is retried alone so that only the images that fail by themselves are lost."""
     if not ready:
         return []
     try:
-        return list(zip([r[0] for r in ready], _forward(predictor, ready), strict=True))
+        return list(zip([r[0] for r in ready], _forward(predictor, ready, sweep), strict=True))
     except Exception as e:
         if predictor.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -152,11 +155,17 @@ def _predict(predictor, ready: list, on_failure: Failure, bar) -> list:
             return []
     results = []
     for item in ready:
-        results.extend(_predict(predictor, [item], on_failure, bar))
+        results.extend(_predict(predictor, [item], sweep, on_failure, bar))
     return results
 
 
-def _forward(predictor, ready: list) -> list:
+def _forward(predictor, ready: list, sweep: SweepGrid | None) -> list:
     pixels = torch.stack([r[1] for r in ready])
     mask_logits, class_logits = predictor.forward(pixels)
-    return predictor.panoptic_from_logits(mask_logits, class_logits, [r[2] for r in ready], [r[3] for r in ready])
+    resized, original = [r[2] for r in ready], [r[3] for r in ready]
+    results = predictor.panoptic_from_logits(mask_logits, class_logits, resized, original)
+    if sweep is None:
+        return [(result, None) for result in results]
+    return [(result, sweep_panoptic(mask_logits[i], class_logits[i], predictor.img_size, resized[i], original[i],
+                                    predictor.stuff_classes, sweep, predictor.mask_threshold))
+            for i, result in enumerate(results)]

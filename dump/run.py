@@ -21,11 +21,11 @@ from PIL import Image
 
 from dump.aggregates import build_aggregates
 from dump.folder import (
+    AGGREGATE_FILES,
     CLASS_NAMES,
     FAILURES,
     INSTANCE_COUNTS,
     MANIFEST,
-    SEGMENT_STATS,
     Layout,
     check_model_name,
     new_manifest,
@@ -36,6 +36,7 @@ from dump.folder import (
     write_manifest,
 )
 from dump.model_specs import ModelSpec, check_unique
+from dump.sweep import SweepGrid
 from dump.writer import data_done, prediction_done
 from eomt.classes import ClassTable
 
@@ -59,6 +60,7 @@ class DumpOptions:
     workers: int = 2
     overwrite: bool = False
     skip_constant: bool = False
+    sweep: SweepGrid | None = None  # --sweep: post-processing settings to count PQ for (dump.sweep)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -231,7 +233,7 @@ def prepare_folder(run: _Run) -> None:
 
 def clear_folder(root: Path) -> None:
     """Deletes the files a dump writes (and nothing else) from `root`."""
-    for name in (MANIFEST, CLASS_NAMES, FAILURES, SEGMENT_STATS, INSTANCE_COUNTS):
+    for name in (MANIFEST, CLASS_NAMES, FAILURES, *AGGREGATE_FILES):
         (root / name).unlink(missing_ok=True)
     for path in root.glob("val_*.png"):
         path.unlink()
@@ -255,9 +257,10 @@ def _passes(run: _Run) -> int:
     timings, counts = {}, {}
     for spec in options.models:
         predictor = eomt.Predictor(run.models[spec.name], dtype=options.dtype)
-        todo = [i for i in readable if not prediction_done(layout, layout.image_name(i), spec.name)]
+        sweep = _sweep_grid(options.sweep, predictor) if run.with_ground_truth else None
+        todo = [i for i in readable if not prediction_done(layout, layout.image_name(i), spec.name, sweep)]
         outcome = run_model(layout, run.dataset, todo, predictor, spec.name, colors, run.with_ground_truth,
-                            options.batch_size, options.workers, run.failed(spec.name), ranks.is_main)
+                            options.batch_size, options.workers, run.failed(spec.name), ranks.is_main, sweep)
         timings[spec.name] = (outcome.done, outcome.seconds)
         counts.update(outcome.counts)
         written += outcome.done
@@ -268,6 +271,11 @@ def _passes(run: _Run) -> int:
     if not ranks.is_main:
         return 0
     return finish(layout, options.models, gathered)
+
+
+def _sweep_grid(grid: SweepGrid | None, predictor) -> SweepGrid | None:
+    """The sweep's grid with the predictor's own setting in it, whose row must equal the dump's numbers."""
+    return None if grid is None else grid.including(predictor.score_threshold, predictor.overlap_threshold)
 
 
 def _merge_ranks(gathered) -> tuple[list[dict], dict, int, dict]:
@@ -309,7 +317,7 @@ def finish(layout: Layout, specs, gathered) -> int:
     if failures or layout.file(FAILURES).exists():
         write_failures(layout, failures)
 
-    if written or not layout.file(INSTANCE_COUNTS).exists():
+    if written or not all(layout.file(name).exists() for name in AGGREGATE_FILES):
         dataset_level = build_aggregates(layout.root, counts)
     else:  # nothing new: the aggregate files are up to date and stay untouched
         dataset_level = json.loads(layout.file(INSTANCE_COUNTS).read_text())["dataset_level_metrics"]

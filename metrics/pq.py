@@ -1,10 +1,10 @@
 """Panoptic quality exactly as panopticapi's `pq_compute` defines it, one image at a time.
 
 `match_image` matches one image's segments (an `ImageMatch`: per segment, matched / false positive / false
-negative, and the intersection matrix), `image_counts` sums that into per-category counts (tp, fp, fn, iou_sum),
-`sum_counts` adds them over images, and `pq_summary` turns counts into per-class PQ/SQ/RQ and the
-All/Things/Stuff averages over the active categories. The viewer's per-segment matching is `match_image` too.
-The rules (docs/metrics.md, "Panoptic quality"):
+negative, and the intersection matrix), `image_counts` (`match_counts` of a match) sums that into per-category
+counts (tp, fp, fn, iou_sum), `sum_counts` adds them over images, and `pq_summary` turns counts into per-class
+PQ/SQ/RQ and the All/Things/Stuff averages over the active categories. The viewer's per-segment matching is
+`match_image` too. The rules (docs/metrics.md, "Panoptic quality"):
 
 - a (gt, pred) pair matches when the gt segment is not crowd, the categories are equal and IoU > 0.5, where the
   union leaves out the prediction's pixels on gt void;
@@ -216,7 +216,11 @@ def image_counts(gt_map: np.ndarray, gt_segments: Sequence[Mapping], pred_map: n
                  pred_segments: Sequence[Mapping], gt_areas_from_json: bool = False) -> dict[int, CategoryCounts]:
     """Per-category counts of one image: `match_image` (same arguments, same errors) summed per category.
     Returns only categories with some activity (any count non-zero)."""
-    match = match_image(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json)
+    return match_counts(match_image(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json))
+
+
+def match_counts(match: ImageMatch) -> dict[int, CategoryCounts]:
+    """Per-category counts of one image's match (what image_counts returns), for callers that keep the match."""
     gt_category, pred_category = match.gt_category, match.pred_category
     counts: dict[int, CategoryCounts] = {}
 

@@ -3,7 +3,8 @@
 Ground truth is a coarse grid of cells upsampled to the image size (stuff cells of one class merge into one segment,
 each thing cell is an instance, some cells are void); a prediction is the same grid with some cells relabelled,
 dropped to void or swapped, upsampled with jittered cell borders so IoUs vary. Aggregates come from
-`build_aggregates`, so the folder's metrics are the product's own.
+`build_aggregates`, so the folder's metrics (and its error analysis) are the product's own. With `sweep`, each
+prediction also gets a made-up threshold sweep whose default setting holds its real counts.
 
     python -m synthetic.folders OUT [--images 2000] [--models 4] [--size 512x683] [--workers 2]
     python -m synthetic.folders OUT --sample   # the three real ADE20K photos of tests/data, synthetic predictions
@@ -24,14 +25,18 @@ from dump.folder import (
     GT,
     Layout,
     new_manifest,
+    read_annotation,
     write_annotation,
     write_class_names,
     write_manifest,
     write_panoptic_png,
 )
+from dump.sweep import SweepGrid, sweep_record
 from eomt import atomic
 from eomt.classes import ClassTable, ade20k_classes
 from eomt.render import render_panoptic, segments_to_class_map
+from metrics import pq
+from metrics.coco_panoptic import read_png
 
 MODELS = ("alpha", "beta", "gamma")  # the models of a synthetic folder, best first
 SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "ade20k_sample"
@@ -188,13 +193,44 @@ def _write_chunk(args) -> None:
         write_image(layout, index, models, classes, pool, size, seed, grid=grid)
 
 
+SWEEP_GRID = SweepGrid((0.5, 0.6, 0.7, 0.8, 0.9), (0.7, 0.8), default=(0.8, 0.8))
+
+
+def _swept(counts: dict[int, pq.CategoryCounts], score: float, overlap: float) -> dict[int, pq.CategoryCounts]:
+    """Made-up counts of another merge setting: a lower score threshold adds false positives, a higher one turns
+    matches into false negatives; a higher overlap threshold loses a little IoU. The default keeps `counts`."""
+    steps = round((score - 0.8) * 10)
+    result = {}
+    for category_id, c in counts.items():
+        lost = min(c.tp, max(steps, 0))
+        scale = (c.tp - lost) / c.tp if c.tp else 0.0
+        result[category_id] = pq.CategoryCounts(c.tp - lost, c.fp + max(-steps, 0), c.fn + lost,
+                                                c.iou_sum * scale * (1 - 0.05 * round((overlap - 0.8) * 10)))
+    return result
+
+
+def write_sweeps(layout: Layout, images: list[str], models: list[str], grid: SweepGrid = SWEEP_GRID) -> None:
+    """Per-image sweep files of made-up counts (the default setting's are the image's real ones)."""
+    for image in images:
+        gt = read_annotation(layout, image, GT)
+        for model in models:
+            pred = read_annotation(layout, image, model)
+            if gt is None or pred is None:
+                continue
+            counts = pq.image_counts(read_png(layout.panoptic_png(image, GT)), gt["segments_info"],
+                                     read_png(layout.panoptic_png(image, model)), pred["segments_info"])
+            counts = {k: pq.CategoryCounts(c.tp, c.fp, c.fn, c.iou_sum) for k, c in counts.items()}
+            atomic.write_json(layout.sweep_json(image, model),
+                              sweep_record(grid, [_swept(counts, s, o) for s, o in grid.settings]))
+
+
 def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = MODELS,
                 size: tuple[int, int] = (48, 64), seed: int = 0, n_classes: int = 12, workers: int = 1,
-                grid: tuple[int, int] = (6, 8), aggregates: bool = True) -> Path:
+                grid: tuple[int, int] = (6, 8), aggregates: bool = True, sweep: bool = True) -> Path:
     """A complete output folder of `n_images` synthetic images and `models` predictions; returns its path.
 
     The classes are the full ADE20K table; images draw from `n_classes` of them (things and stuff mixed), so
-    filters have something to find."""
+    filters have something to find. `sweep`: per-image threshold sweeps (write_sweeps)."""
     root = Path(root)
     classes = ade20k_table()
     rng = np.random.default_rng(seed)
@@ -216,6 +252,8 @@ def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = M
     else:
         for job in jobs:
             _write_chunk(job)
+    if sweep:
+        write_sweeps(layout, [layout.image_name(i) for i in range(n_images)], list(models))
     if aggregates:
         build_aggregates(root, workers=max(1, workers))
     return root

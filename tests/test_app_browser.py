@@ -122,3 +122,35 @@ def test_a_user_session(page, folder):
     assert picture.std() > 20
     assert len(np.unique(panel.reshape(-1, 3), axis=0)) > 50
     assert page.errors == []
+
+
+def test_the_errors_view_lists_images_and_opens_them(page, folder):
+    from viewer.analysis import images_by_fix
+
+    expected = images_by_fix(load_folder(folder), "gamma", "missed", top_n=20)["image"].tolist()
+    assert len(expected) > 1
+    page.goto(page.base_url)
+    wait_for_image(page, "val_0000")
+    page.get_by_role("tab", name="Dataset").click()
+    page.get_by_role("tab", name="Errors").click()
+    page.wait_for_function("() => document.querySelector('#vw-errors-summary').innerText.includes('gamma')",
+                           timeout=TIMEOUT)
+    assert "do not add up" in page.locator("#vw-errors-note").inner_text()
+
+    # Click gamma's count of missed ground-truth segments: the images where they cost it most are listed.
+    page.locator('#vw-errors-summary [data-testid="cell-2-0"]').wait_for(timeout=TIMEOUT)
+    assert page.locator('#vw-errors-summary [data-testid="cell-2-0"]').inner_text().strip() == "gamma"
+    assert "FN missed" in page.locator('#vw-errors-summary [data-testid="header-6"]').inner_text()
+    page.locator('#vw-errors-summary [data-testid="cell-2-6"]').click()
+    page.wait_for_function("n => document.querySelector('#vw-error-status').innerText.includes(n + ' images')",
+                           arg=str(len(expected)), timeout=TIMEOUT)
+    first = page.locator('#vw-error-images [data-testid="cell-0-0"]')
+    assert first.inner_text().strip() == expected[0]
+
+    # Open the second listed image: the Images tab shows it, with the listed images as its list.
+    page.locator('#vw-error-images [data-testid="cell-1-0"]').click()
+    wait_for_image(page, expected[1])
+    assert page.locator("#vw-panels").is_visible()
+    page.wait_for_function("n => document.querySelector('#vw-list-status').innerText.includes(n + ' images')",
+                           arg=str(len(expected)), timeout=TIMEOUT)
+    assert page.errors == []

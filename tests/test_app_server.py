@@ -37,7 +37,8 @@ def files(update):
 def test_every_event_has_a_name(app):
     endpoints = Client(app, verbose=False).view_api(print_info=False, return_format="dict")["named_endpoints"]
     for name in ("/load", "/filter", "/rank", "/previous", "/next", "/jump", "/select_row", "/inspect",
-                 "/export_list", "/export_image", "/dataset", "/confusion", "/live_run", "/render"):
+                 "/export_list", "/export_image", "/dataset", "/confusion", "/live_run", "/render", "/errors",
+                 "/error_images", "/error_cell", "/open_error_image", "/sweep"):
         assert name in endpoints
 
 
@@ -92,6 +93,25 @@ def test_display_controls_and_dataset_endpoints(app):
     assert "counts summed over all 10 images" in status
     confusion, path = client.predict(list(MODELS), "all", api_name="/confusion")
     assert set(frame(confusion)["model"]) <= set(MODELS) and files(path).endswith(".csv")
+
+
+def test_errors_and_thresholds_endpoints(app, folder):
+    from viewer.analysis import images_by_fix
+
+    index = load_folder(folder)
+    client = Client(app, verbose=False)
+    dataset = (list(MODELS), "PQ", "all", "all", "alpha", "beta", "none", 0.1)
+    note, summary, _, classes, _ = client.predict("All", *dataset, api_name="/errors")
+    assert "do not add up" in note
+    assert frame(summary)["model"].tolist() == list(MODELS)
+    assert set(frame(classes)["model"]) == {"alpha", "beta"}
+    listed, status, model, fix, class_id = client.predict("gamma", "missed", -1, 5, *dataset,
+                                                          api_name="/error_images")
+    expected = images_by_fix(index, "gamma", "missed", top_n=5)
+    assert frame(listed)["image"].tolist() == expected["image"].tolist() and len(expected) > 1
+    assert f"**{len(expected)} images**" in status
+    chart, table, sweep_status = client.predict(list(MODELS), "pq", "All", api_name="/sweep")
+    assert frame(table)["default"].sum() == len(MODELS) and "Best PQ" in sweep_status
 
 
 def test_sessions_do_not_share_their_position(app):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import predict_dump
-from dump.folder import SEGMENT_STATS_COLUMNS, Layout, read_manifest
+from dump.folder import SEGMENT_STATS_COLUMNS, FolderError, Layout, read_manifest
 from metrics.coco_panoptic import read_png
 from segdata.ade20k import ADE20K
 from synthetic.ade20k import corrupt_zip_member, write_toy_ade20k
@@ -166,6 +166,38 @@ def test_instance_counts_equal_the_metrics_command(reference_folder):
                 assert mine["overall_pq"] == pytest.approx(values["pq"], abs=1e-9)
 
 
+@pytest.mark.parametrize("which", ["reference_folder", "trained_folder"])
+def test_analysis_files_equal_the_analysis_of_the_pngs(which, request):
+    from metrics.analysis import ANALYSIS_COLUMNS, analyze_image
+
+    out = request.getfixturevalue(which)
+    manifest = read_manifest(out)
+    layout = Layout(out, len(manifest["images"]))
+    with open(out / "analysis_stats.csv") as f:
+        stats = list(csv.DictReader(f))
+    with open(out / "segment_errors.csv") as f:
+        errors = list(csv.DictReader(f))
+    expected_stats, expected_errors, typed = [], [], set()
+    for entry in manifest["images"]:
+        image = layout.image_name(entry["index"])
+        gt_map = read_png(layout.panoptic_png(image, "gt"))
+        gt_segments = json.loads(layout.annotation_json(image, "gt").read_text())["segments_info"]
+        for model in [m["name"] for m in manifest["models"]]:
+            pred_map = read_png(layout.panoptic_png(image, model))
+            pred_segments = json.loads(layout.annotation_json(image, model).read_text())["segments_info"]
+            record = analyze_image(gt_map, gt_segments, pred_map, pred_segments).record()
+            assert json.loads(layout.analysis_json(image, model).read_text()) == record
+            for category_id, row in record["classes"].items():
+                expected_stats.append({"image": image, "model": model, "category_id": category_id,
+                                       **{c: str(row[c]) for c in ANALYSIS_COLUMNS}})
+            for segment in record["segments"]:
+                expected_errors.append({"image": image, "model": model, **{k: str(v) for k, v in segment.items()}})
+            typed.update(s["type"] for s in record["segments"])
+    assert len(typed) >= (3 if which == "trained_folder" else 1), "too few kinds of error for the test to prove much"
+    assert stats == expected_stats
+    assert errors == expected_errors
+
+
 def test_rerun_rewrites_nothing(setup, reference_folder):
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in reference_folder.rglob("*") if p.is_file()}
     assert run_dump(["--data", setup["data"], *setup["models"], "--out", reference_folder]) == 0
@@ -178,11 +210,132 @@ def test_reindex_rebuilds_the_aggregates_from_panoptic(setup, reference_folder, 
 
     copy = tmp_path / "copy"
     shutil.copytree(reference_folder, copy)
-    for name in ("segment_stats.csv", "instance_counts.json", "panoptic/gt.json", "panoptic/A.json"):
+    derived = ("segment_stats.csv", "instance_counts.json", "panoptic/gt.json", "panoptic/A.json",
+               "analysis_stats.csv", "segment_errors.csv", "sweep.json")
+    for name in derived:
         (copy / name).unlink()
     assert predict_dump.main(["--out", str(copy), "--reindex"]) == 0
-    for name in ("segment_stats.csv", "instance_counts.json", "panoptic/gt.json", "panoptic/A.json"):
+    for name in derived:
         assert (copy / name).read_bytes() == (reference_folder / name).read_bytes(), name
+
+
+def test_reindex_adds_the_analysis_to_a_version_1_folder(reference_folder, tmp_path):
+    """A folder written before the analysis existed: no analysis files, manifest version 1. It still reads, and
+    --reindex computes the analysis from the PNGs, giving what a version 2 dump writes."""
+    import shutil
+
+    old = tmp_path / "v1"
+    shutil.copytree(reference_folder, old)
+    for path in [*old.glob("panoptic/*/*.analysis.json"), old / "analysis_stats.csv", old / "segment_errors.csv",
+                 old / "sweep.json"]:
+        path.unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    assert read_manifest(old)["version"] == 1
+    assert predict_dump.main(["--out", str(old), "--reindex"]) == 0
+    assert {k: v for k, v in folder_files(old).items() if k != "manifest.json"} == \
+        {k: v for k, v in folder_files(reference_folder).items() if k != "manifest.json"}
+    (old / "manifest.json").write_text(json.dumps({**manifest, "version": 3}))
+    with pytest.raises(FolderError, match="version 3, this program reads 1 and 2"):
+        read_manifest(old)
+
+
+SWEEP = ["--sweep", "score=0.5:0.95:0.05", "overlap=0.6,0.9"]
+TRAINED_IMAGES = 5
+
+
+def test_reindex_recomputes_an_unusable_analysis_file(reference_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(reference_folder, copy)
+    broken = copy / "panoptic" / "B" / "val_0003.analysis.json"
+    broken.write_text('{"segments": [], "classes": {"4": {"fn_class": "many"}}}')
+    (copy / "panoptic" / "A" / "val_0001.analysis.json").write_text("{not json")
+    assert predict_dump.main(["--out", str(copy), "--reindex"]) == 0
+    assert folder_files(copy) == folder_files(reference_folder)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Toy scenes and the two shipped demo models, which (unlike random ones) score a real PQ."""
+    from dump import demo
+    from segdata import scenes
+
+    data = scenes.write_scenes(tmp_path_factory.mktemp("scenes"), num_train=0, num_val=TRAINED_IMAGES, seed=3)
+    return {"data": data, "models": [f"--model={name}={path}" for name, path in demo.DEMO_MODELS.items()]}
+
+
+@pytest.fixture(scope="module")
+def trained_reference(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "plain"
+    assert run_dump(["--data", trained["data"], *trained["models"], "--out", out, "--batch-size", "2"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_folder(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "swept"
+    assert run_dump(["--data", trained["data"], *trained["models"], "--out", out, "--batch-size", "2", *SWEEP]) == 0
+    return out
+
+
+def test_the_sweeps_default_row_is_the_dump(trained_folder, trained_reference):
+    sweep = json.loads((trained_folder / "sweep.json").read_text())["models"]
+    level = json.loads((trained_folder / "instance_counts.json").read_text())["dataset_level_metrics"]
+    assert level == json.loads((trained_reference / "instance_counts.json").read_text())["dataset_level_metrics"]
+    for model in ("toy-base", "toy-small"):
+        entry = sweep[model]
+        assert entry["default"] == {"score": 0.8, "overlap": 0.8} and entry["images"] == TRAINED_IMAGES
+        settings = [(r["score"], r["overlap"]) for r in entry["results"]]
+        assert len(settings) == 10 * 3 and (0.8, 0.8) in settings  # overlap 0.8, the default, joins the grid
+        row = entry["results"][settings.index((0.8, 0.8))]
+        assert level[model]["pq"] > 0.3, "a PQ of 0 would make the comparison prove nothing"
+        assert (row["All"]["pq"], row["All"]["sq"], row["All"]["rq"]) == \
+            (level[model]["pq"], level[model]["sq"], level[model]["rq"])
+        assert (row["Things"]["pq"], row["Stuff"]["pq"]) == (level[model]["pq_things"], level[model]["pq_stuff"])
+        assert len({r["All"]["pq"] for r in entry["results"]}) > 3  # the settings matter
+    # Per image too: the default setting's counts are the dump's segment_stats.csv rows.
+    layout = Layout(trained_folder, TRAINED_IMAGES)
+    with open(trained_folder / "segment_stats.csv") as f:
+        stats = [r for r in csv.DictReader(f) if r["model"] == "toy-small"]
+    for index in range(TRAINED_IMAGES):
+        image = layout.image_name(index)
+        record = json.loads(layout.sweep_json(image, "toy-small").read_text())
+        default = record["counts"][record["settings"].index(record["default"])]
+        assert default == {r["category_id"]: [int(r["tp"]), int(r["fp"]), int(r["fn"]), float(r["iou_sum"])]
+                           for r in stats if r["image"] == image}
+    # The sweep adds files; it changes none of the normal dump's.
+    normal, swept = folder_files(trained_reference), folder_files(trained_folder)
+    assert {k: v for k, v in swept.items() if k in normal and k != "sweep.json"} == \
+        {k: v for k, v in normal.items() if k != "sweep.json"}
+    assert sorted(set(swept) - set(normal)) == sorted(f"panoptic/{m}/{layout.image_name(i)}.sweep.json"
+                                                      for m in ("toy-base", "toy-small") for i in range(TRAINED_IMAGES))
+
+
+def test_a_sweep_over_a_finished_folder_adds_only_the_sweep(trained, trained_reference, trained_folder, tmp_path):
+    import shutil
+
+    out = tmp_path / "later"
+    shutil.copytree(trained_reference, out)
+    pngs = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert run_dump(["--data", trained["data"], *trained["models"], "--out", out, *SWEEP]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == pngs  # predicted again, nothing rewritten
+    assert folder_files(out) == folder_files(trained_folder)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert run_dump(["--data", trained["data"], *trained["models"], "--out", out, *SWEEP]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_sweep_argument_errors(capsys, tmp_path):
+    for args, message in ((["--sweep", "score=0.9:0.5:0.1"], "start:stop:step"),
+                          (["--sweep", "size=3"], "score=VALUES")):
+        assert predict_dump.main(["--data", str(tmp_path), "--model", "A=b", "--out", str(tmp_path / "o"),
+                                  *args]) == predict_dump.EXIT_REFUSED
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict_dump.parse_args(["--out", "o", "--reindex", "--sweep", "score=0.5"])
+    assert "not with --reindex" in capsys.readouterr().err
 
 
 def test_batch_size_does_not_change_the_folder(setup, reference_folder, tmp_path):

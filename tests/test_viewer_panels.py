@@ -32,11 +32,48 @@ COLORS = np.array([[200, 0, 0], [0, 200, 0], [0, 0, 200], [90, 90, 0]], dtype=np
 NAMES = {0: "road", 1: "car", 2: "tree", 3: "sign"}
 
 
-def test_error_codes_on_a_hand_made_map():
-    gt = np.array([[0, 0, 1], [-1, 1, 2]])
-    pred = np.array([[0, 1, 1], [0, -1, 2]])
-    # correct, wrong class, correct / gt void (not scored), prediction void (missed), correct
-    assert error_codes(gt, pred).tolist() == [[1, 2, 1], [0, 3, 1]]
+def typed_maps():
+    """10x12. Ground truth: road (1) top left, car (2) top right, car (3) bottom left, tree (4) bottom right, a void
+    bottom row. Prediction: road (10) exactly but for one void pixel, a tree (11) exactly on car 2, nothing on car
+    3, a small tree (12) on the left third of tree 4, a sign (13) on the void row."""
+    gt = np.zeros((10, 12), dtype=np.int32)
+    gt[:5, :6], gt[:5, 6:], gt[5:9, :6], gt[5:9, 6:] = 1, 2, 3, 4
+    pred = np.zeros_like(gt)
+    pred[:5, :6], pred[:5, 6:], pred[5:9, 6:8], pred[9, :] = 10, 11, 12, 13
+    pred[0, 0] = 0
+    gt_segments = [{"id": 1, "category_id": 0}, {"id": 2, "category_id": 1}, {"id": 3, "category_id": 1},
+                   {"id": 4, "category_id": 2}]
+    pred_segments = [{"id": 10, "category_id": 0}, {"id": 11, "category_id": 2}, {"id": 12, "category_id": 2},
+                     {"id": 13, "category_id": 3}]
+    return label_map(gt, gt_segments), label_map(pred, pred_segments)
+
+
+def test_error_types_and_their_map_on_a_hand_made_map():
+    gt, pred = typed_maps()
+    match = match_segments(gt, pred)
+    # car 2 and tree 11: right mask, wrong label (linked to each other); car 3: nothing there; tree 4 and 12:
+    # IoU 8/24 with each other; the sign lies on void (not counted, so no type).
+    assert match.gt_error == {2: ("class", 11), 3: ("missed", 0), 4: ("localization", 12)}
+    assert match.pred_error == {11: ("class", 2), 12: ("localization", 4)}
+    codes = error_codes(gt, pred, match)
+    code = {name.split(" (")[0]: k for k, (name, _) in enumerate(ERROR_LEGEND)}
+    expected = np.zeros((10, 12), dtype=int)
+    expected[:5, :6] = code["matched"]
+    expected[0, 0] = code["other pixel of a matched segment"]  # road's pixel the prediction left void
+    expected[:5, 6:] = code["class"]
+    expected[5:9, :6] = code["missed"]
+    expected[5:9, 6:] = code["localization"]  # the prediction's piece and the rest of the ground-truth tree
+    assert codes.tolist() == expected.tolist()  # row 9: ground-truth void, not scored (code 0)
+    assert len({color for _, color in ERROR_LEGEND}) == len(ERROR_LEGEND)  # one colour per code
+
+
+def test_the_inspector_names_error_types():
+    gt, pred = typed_maps()
+    table = inspect_maps(gt, {"A": pred}, 8, 2, NAMES.get).set_index("source")
+    assert table.loc["A", "error type"] == "FP class (↔ ground-truth segment 2); FN class (↔ segment 11)"
+    assert table.loc["ground truth", "this segment"] == "FN class for A"
+    assert inspect_maps(gt, {"A": pred}, 2, 6, NAMES.get).set_index("source").loc["A", "error type"] == "FN missed"
+    assert inspect_maps(gt, {"A": pred}, 2, 2, NAMES.get).set_index("source").loc["A", "error type"] == ""
 
 
 def test_pair_codes_on_a_hand_made_map():

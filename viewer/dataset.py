@@ -1,16 +1,19 @@
 """The whole-dataset view: per-class PQ/SQ/RQ from counts summed over images (never a mean of per-image scores),
-Things/Stuff summaries, class filters, and what the models' unmatched segments mostly cover.
+Things/Stuff summaries, class filters, paired bootstrap intervals of ΔPQ, and what the models' unmatched segments
+mostly cover.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from dump.folder import GT
 from metrics import pq
+from metrics.bootstrap import GROUPS, paired_bootstrap
 from viewer.labelmaps import LabelMapError, load_label_map, match_segments
 
 CLASS_COLUMNS = ["model", "class id", "class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN", "images"]
@@ -96,6 +99,97 @@ def compare_classes(table: pd.DataFrame, models: list[str], metric: str = "PQ", 
     if delta_name:
         wide = wide.sort_values(delta_name, ascending=False, na_position="last")
     return wide.reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------- is the difference real?
+
+INTERVAL_COLUMNS = ("ΔPQ 95% low", "ΔPQ 95% high", "significant")
+
+
+def paired_images(folder, model_a: str, model_b: str, positions=None) -> np.ndarray:
+    """Positions of the images both models have counts for (among `positions`, default all)."""
+    both = folder.covered[model_a] & folder.covered[model_b]
+    chosen = np.arange(folder.n_images) if positions is None else np.unique(np.asarray(positions, dtype=np.int64))
+    return chosen[both[chosen]]
+
+
+def counts_array(folder, model: str, images: np.ndarray) -> np.ndarray:
+    """(len(images), n_classes, 4) tp, fp, fn, iou_sum per image and class (classes in the table's order), the
+    bootstrap's input, from segment_stats.csv."""
+    row_of = np.full(folder.n_images, -1, dtype=np.int64)
+    row_of[images] = np.arange(len(images))
+    stats = folder.stats[folder.stats["model"] == model]
+    rows = row_of[stats["pos"].to_numpy()]
+    columns = stats["category_id"].map(folder.classes.column).to_numpy(dtype=float)
+    keep = (rows >= 0) & ~np.isnan(columns)
+    array = np.zeros((len(images), len(folder.classes), 4))
+    array[rows[keep], columns[keep].astype(np.int64)] = stats[["tp", "fp", "fn", "iou_sum"]].to_numpy(float)[keep]
+    return array
+
+
+@lru_cache(maxsize=16)
+def _bootstrap(folder, model_a: str, model_b: str, images: tuple[int, ...], resamples: int, seed: int) -> dict:
+    chosen = np.array(images, dtype=np.int64)
+    isthing = [c.isthing for c in folder.classes]
+    return paired_bootstrap(counts_array(folder, model_a, chosen), counts_array(folder, model_b, chosen), isthing,
+                            resamples, seed)
+
+
+def pair_intervals(folder, model_a: str, model_b: str, positions=None, resamples: int = 1000,
+                   seed: int = 0) -> dict | None:
+    """metrics.bootstrap.paired_bootstrap of A against B over the images both have (None without any):
+    {"All" | "Things" | "Stuff": Interval, "per_class": {class id: Interval}, "images": n}. Remembered for the
+    last few requests: the page asks again for every filter of the same comparison."""
+    images = paired_images(folder, model_a, model_b, positions)
+    if not len(images):
+        return None
+    result = _bootstrap(folder, model_a, model_b, tuple(images.tolist()), resamples, seed)
+    per_class = dict(zip((c.id for c in folder.classes), result["per_class"], strict=True))
+    return {**{group: result[group] for group in GROUPS}, "per_class": per_class, "images": len(images)}
+
+
+def with_intervals(compare: pd.DataFrame, intervals: dict | None) -> pd.DataFrame:
+    """A compare_classes table of ΔPQ with each class's 95% interval and whether it leaves out 0."""
+    if intervals is None:
+        return compare
+    found = [intervals["per_class"].get(int(c)) for c in compare["class id"]]
+    return compare.assign(**{
+        INTERVAL_COLUMNS[0]: [i.low if i is not None else None for i in found],
+        INTERVAL_COLUMNS[1]: [i.high if i is not None else None for i in found],
+        INTERVAL_COLUMNS[2]: [bool(i is not None and i.significant) for i in found]}).astype(
+        {INTERVAL_COLUMNS[0]: float, INTERVAL_COLUMNS[1]: float})
+
+
+def interval_summary(intervals: dict | None, model_a: str, model_b: str) -> pd.DataFrame:
+    """All / Things / Stuff: PQ of A and B, ΔPQ and its 95% paired bootstrap interval."""
+    columns = ["classes", f"PQ A ({model_a})", f"PQ B ({model_b})", "ΔPQ A−B", *INTERVAL_COLUMNS, "images"]
+    if intervals is None:
+        return pd.DataFrame(columns=columns)
+    rows = [[group.lower(), i.pq_a, i.pq_b, i.delta, i.low, i.high, i.significant, intervals["images"]]
+            for group, i in ((g, intervals[g]) for g in GROUPS)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sweep_table(sweep: dict, models: list[str]) -> pd.DataFrame:
+    """One row per (model, setting) of the threshold sweep: PQ/SQ/RQ over all, thing and stuff classes, which
+    setting is the default and which is the model's best by PQ."""
+    rows = []
+    for model in [m for m in models if m in sweep]:
+        entry = sweep[model]
+        default = entry.get("default") or {}
+        pqs = [r["All"]["pq"] for r in entry["results"]]
+        best = max(range(len(pqs)), key=lambda k: -1 if pqs[k] is None else pqs[k], default=None)
+        for k, r in enumerate(entry["results"]):
+            row = {"model": model, "score": r["score"], "overlap": r["overlap"],
+                   "default": (r["score"], r["overlap"]) == (default.get("score"), default.get("overlap")),
+                   "best PQ": k == best}
+            for group, suffix in (("All", ""), ("Things", " things"), ("Stuff", " stuff")):
+                row.update({f"{m.upper()}{suffix}": r[group][m] for m in ("pq", "sq", "rq")})
+            row["images"] = entry.get("images")
+            rows.append(row)
+    columns = ["model", "score", "overlap", "default", "best PQ", "PQ", "SQ", "RQ", "PQ things", "SQ things",
+               "RQ things", "PQ stuff", "SQ stuff", "RQ stuff", "images"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _unmatched_of_image(folder, pos: int, models: list[str]) -> list[tuple]:

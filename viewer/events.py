@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from viewer import dataset, filters, live, navigation, plots, tables
+from viewer import analysis, dataset, filters, live, navigation, plots, tables
 from viewer.index import FolderIndex
 from viewer.panels import (
     INSPECTOR_COLUMNS,
@@ -221,6 +221,11 @@ class DatasetQuery:
     def positions(self, view: dict):
         return view["positions"] if self.scope == "list" else None
 
+    def pair(self) -> tuple[str, str] | None:
+        """The two models A and B when they are two different chosen ones."""
+        chosen = [m for m in (self.model_a, self.model_b) if m in self.models]
+        return (self.model_a, self.model_b) if len(set(chosen)) == 2 else None
+
 
 @dataclass(frozen=True)
 class DatasetPage:
@@ -230,10 +235,17 @@ class DatasetPage:
     delta_chart: object
     table: object  # a DataFrame, or a Styler when a Δ column is coloured
     status: str
+    intervals: pd.DataFrame  # ΔPQ A - B with its paired bootstrap interval, All / Things / Stuff
+
+
+def _intervals(folder: FolderIndex, view: dict, query: DatasetQuery) -> dict | None:
+    pair = query.pair()
+    return dataset.pair_intervals(folder, *pair, query.positions(view)) if pair else None
 
 
 def _dataset_tables(folder: FolderIndex, view: dict, query: DatasetQuery):
-    """Per-class metrics of the chosen models, the classes passing the filter, and the summary."""
+    """Per-class metrics of the chosen models, the classes passing the filter (ΔPQ with its interval), and the
+    summary."""
     positions = query.positions(view)
     per_class = dataset.class_metrics(folder, query.models, positions)
     value = real_number(query.value)
@@ -242,11 +254,16 @@ def _dataset_tables(folder: FolderIndex, view: dict, query: DatasetQuery):
         min_delta=value if query.class_filter == "a_better" else None,
         threshold_side=query.class_filter if query.class_filter in ("above", "below") else None,
         threshold=value, kind=query.kind)
+    if query.metric == "PQ" and query.pair() and any(str(c).startswith("ΔPQ") for c in compare.columns):
+        compare = dataset.with_intervals(compare, _intervals(folder, view, query))
     return per_class, compare, dataset.summary_table(folder, query.models, positions)
 
 
 def dataset_page(folder: FolderIndex, view: dict, query: DatasetQuery) -> DatasetPage:
     per_class, compare, summary = _dataset_tables(folder, view, query)
+    pair = query.pair()
+    intervals = dataset.interval_summary(_intervals(folder, view, query), *pair) if pair else \
+        dataset.interval_summary(None, "A", "B")
     delta_column = next((c for c in compare.columns if str(c).startswith("Δ")), None)
     scope = (f"{len(view['positions'])} images of the current list" if query.scope == "list"
              else f"all {folder.n_images} images")
@@ -256,13 +273,116 @@ def dataset_page(folder: FolderIndex, view: dict, query: DatasetQuery) -> Datase
     return DatasetPage(tables.rounded(summary), plots.summary_chart(summary, colors),
                        plots.class_metric_chart(compare, query.models, query.metric, colors),
                        plots.delta_chart(compare, delta_column),
-                       tables.style_differences(compare) if delta_column else tables.rounded(compare), status)
+                       tables.style_differences(compare) if delta_column else tables.rounded(compare), status,
+                       tables.style_differences(intervals, digits=4))
 
 
 def export_dataset(folder: FolderIndex, view: dict, query: DatasetQuery) -> list[str]:
     per_class, compare, summary = _dataset_tables(folder, view, query)
     return [tables.write_csv(compare, f"classes_{query.metric}_compared"),
             tables.write_csv(per_class, "classes_per_model"), tables.write_csv(summary, "summary")]
+
+
+# ------------------------------------------------------------------------------------------ errors view
+
+@dataclass(frozen=True)
+class ErrorsPage:
+    """The Errors view: per model and per class (A and B side by side), errors by type and ΔPQ if fixed."""
+
+    note: str
+    summary: pd.DataFrame
+    summary_chart: object
+    classes: pd.DataFrame
+    class_chart: object
+
+
+def _error_models(query: DatasetQuery) -> list[str]:
+    """The models of the per-class comparison: A and B when chosen, else the first two chosen."""
+    return list(query.pair() or query.models[:2])
+
+
+def errors_page(folder: FolderIndex, view: dict, query: DatasetQuery, group: str = "All") -> ErrorsPage:
+    positions = query.positions(view)
+    summary = analysis.error_summary(folder, query.models, positions, group)
+    classes = analysis.class_errors(folder, _error_models(query), positions, query.kind)
+    note = " ".join(filter(None, [analysis.NOT_ADDITIVE, "Click a count or ΔPQ to list the images where that "
+                                  "type costs the most.", analysis.no_analysis_note(folder)]))
+    return ErrorsPage(note, tables.rounded(summary, 4), plots.error_chart(summary), tables.rounded(classes, 4),
+                      plots.class_error_chart(classes))
+
+
+@dataclass(frozen=True)
+class ErrorChoice:
+    """What a click on an error table names: a model, an error type and optionally a class."""
+
+    model: str
+    fix: str
+    class_id: int | None = None
+
+
+def error_choice(folder: FolderIndex, table: str, row: list | None, column: int | None) -> ErrorChoice | None:
+    """The choice a click on cell (row, column) of the "summary" or "classes" error table makes; None when the
+    cell is no error count or ΔPQ."""
+    columns = ["model", "PQ", *analysis.COLUMN_FIX] if table == "summary" else \
+        ["class id", "class", "kind", "model", "PQ", *analysis.COLUMN_FIX]
+    if not row or column is None or not 0 <= column < len(columns) or columns[column] not in analysis.COLUMN_FIX:
+        return None
+    values = dict(zip(columns, row, strict=False))
+    if values.get("model") not in folder.models:
+        return None
+    class_id = int(values["class id"]) if table == "classes" else None
+    return ErrorChoice(values["model"], analysis.COLUMN_FIX[columns[column]], class_id)
+
+
+def error_images(folder: FolderIndex, view: dict, query: DatasetQuery, choice: ErrorChoice,
+                 top_n) -> ImageList:
+    """The images where fixing the chosen errors gains the most per-image PQ (click one to open it)."""
+    if choice.model not in folder.models:
+        raise UserError("Choose a model of this folder.")
+    table = analysis.images_by_fix(folder, choice.model, choice.fix, choice.class_id, query.positions(view),
+                                   whole_number(top_n) or None)
+    what = analysis.FIX_LABELS[choice.fix] + ("" if choice.class_id is None
+                                              else f" of {folder.classes.label(choice.class_id)}")
+    status = (f"**{len(table)} images** where fixing {what} errors helps {choice.model} most (per-image PQ), "
+              "best first; click one to open it")
+    return ImageList(tables.rounded(table, 4), status + (f" · {analysis.no_analysis_note(folder)}"
+                                                          if not folder.has_analysis else ""))
+
+
+def open_listed(folder: FolderIndex, listed: list[str], name: str | None, label: str,
+                shown: Display) -> tuple[ImagePage, ImageList]:
+    """Opens image `name` on the Images tab with the `listed` images as the current list."""
+    positions = [p for p in (folder.position(n) for n in listed) if p is not None]
+    pos = folder.position(name)
+    if pos is None:
+        raise UserError(f"No image {name!r} in this folder.")
+    view = navigation.new_view(positions or [pos], label, current=pos)
+    return show_image(folder, view, shown), image_list(folder, view, shown.models)
+
+
+# --------------------------------------------------------------------------------------- thresholds view
+
+@dataclass(frozen=True)
+class SweepPage:
+    chart: object
+    table: pd.DataFrame
+    status: str
+
+
+def sweep_page(folder: FolderIndex, models: list[str], metric: str = "pq", group: str = "All") -> SweepPage:
+    table = dataset.sweep_table(folder.sweep, models)
+    if table.empty:
+        status = ("No threshold sweep for these models in this folder. Make one with the dump: "
+                  "`python predict_dump.py --data DIR --model ... --out DIR --sweep score=0.5:0.95:0.05 "
+                  "[overlap=0.6:0.9:0.1]` (it needs the models' logits, so --reindex cannot add it).")
+    else:
+        best = table[table["best PQ"]]
+        status = "Best PQ: " + "; ".join(
+            f"**{r.model}** {r.PQ:.4f} at score {r.score:g}, overlap {r.overlap:g}" for r in best.itertuples()) + \
+            " · ★ the default setting · " + ", ".join(
+            f"{m}: {folder.sweep[m]['images']} images" for m in table["model"].unique())
+    return SweepPage(plots.sweep_chart(folder.sweep, models, metric, group, plots.model_colors(folder.models)),
+                     tables.rounded(table, 4), status)
 
 
 def confusion(folder: FolderIndex, view: dict, models: list[str], scope: str,

@@ -1,10 +1,10 @@
 """Opens an output folder once: what it holds, what is missing or broken, and the per-image numbers.
 
-Opening reads the manifest, one listing per panoptic folder and `segment_stats.csv`, nothing per image: the
-instances per class that filters need are in segment_stats.csv (gt_segments, pred_segments), so the per-image
-annotation JSONs are read only for pairs that file does not cover, and otherwise when an image is shown. That is
-what keeps opening a 2,000-image folder under two seconds. Filters and rankings work on numpy arrays indexed by
-image position (the image's row in the manifest).
+Opening reads the manifest, one listing per panoptic folder, `segment_stats.csv`, `analysis_stats.csv` and
+`sweep.json`, nothing per image: the instances per class that filters need are in segment_stats.csv (gt_segments,
+pred_segments), so the per-image annotation JSONs are read only for pairs that file does not cover, and otherwise
+when an image is shown. That is what keeps opening a 2,000-image folder under two seconds. Filters and rankings
+work on numpy arrays indexed by image position (the image's row in the manifest).
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ import numpy as np
 import pandas as pd
 
 from dump.folder import (
+    ANALYSIS_STATS,
+    ANALYSIS_STATS_COLUMNS,
     GT,
     MANIFEST,
     SEGMENT_STATS,
     SEGMENT_STATS_COLUMNS,
+    SWEEP,
     FolderError,
     Layout,
     read_failures,
@@ -31,9 +34,11 @@ from dump.folder import (
 )
 from eomt.classes import ClassTable
 from metrics import pq
+from metrics.analysis import ANALYSIS_COLUMNS, FLOAT_COLUMNS, AnalysisCounts
 
 METRICS = ("pq", "sq", "rq")
 _SHOWN = 5  # names listed per problem before "and N more"
+REINDEX = "python predict_dump.py --out {root} --reindex"  # adds what an older folder lacks
 
 
 def source_label(source: str) -> str:
@@ -81,6 +86,10 @@ class FolderIndex:
     stats_offsets: np.ndarray  # rows of image p: stats[offsets[p]:offsets[p + 1]]
     covered: dict[str, np.ndarray]  # model -> (images,) bool: segment_stats.csv holds this pair's counts
     image_metrics: dict[str, pd.DataFrame]  # model -> per position: pq sq rq (NaN = undefined) tp fp fn classes
+    analysis: pd.DataFrame  # analysis_stats.csv rows sorted by position, with a "pos" column (empty without it)
+    analysis_offsets: np.ndarray  # rows of image p: analysis[offsets[p]:offsets[p + 1]]
+    analysis_covered: dict[str, np.ndarray]  # model -> (images,) bool: analysis_stats.csv holds this pair
+    sweep: dict  # sweep.json's "models": model -> its threshold sweep ({} without one)
     opening_problems: list[str]
     opening_notes: dict[int, list[str]]  # position -> what is missing for that image
     names: dict[str, int]  # the image's index, "val_XXXX" name, key and stem -> position
@@ -112,6 +121,23 @@ class FolderIndex:
     def position(self, text: str | int | None) -> int | None:
         """The position of an image named by its index, "val_XXXX" name, key or stem; None if there is none."""
         return None if text is None else self.names.get(str(text).strip())
+
+    @property
+    def has_analysis(self) -> bool:
+        """Whether the folder's analysis_stats.csv covers every pair segment_stats.csv does."""
+        return all(bool((self.analysis_covered[m] | ~self.covered[m]).all()) for m in self.models)
+
+    def reindex_command(self) -> str:
+        return REINDEX.format(root=self.root)
+
+    def stored_analysis(self, pos: int, model: str) -> AnalysisCounts | None:
+        """This pair's analysis counts as analysis_stats.csv holds them; None when the file does not cover it."""
+        if not self.analysis_covered[model][pos]:
+            return None
+        rows = self.analysis.iloc[self.analysis_offsets[pos]:self.analysis_offsets[pos + 1]]
+        rows = rows[rows["model"] == model]
+        return AnalysisCounts.from_rows({int(k): row for k, row in
+                                         rows.set_index("category_id")[list(ANALYSIS_COLUMNS)].iterrows()})
 
     def stored_counts(self, pos: int, model: str) -> dict[int, pq.CategoryCounts] | None:
         """This pair's counts as segment_stats.csv holds them; None when the file does not cover the pair."""
@@ -191,33 +217,85 @@ def _availability(layout: Layout, source: str, images: list[str], report: _Repor
     return available
 
 
-def _read_stats(layout: Layout, images: list[str], models: list[str], report: _Report) -> pd.DataFrame:
-    path = layout.file(SEGMENT_STATS)
-    empty = pd.DataFrame({c: pd.Series(dtype="int64") for c in [*SEGMENT_STATS_COLUMNS, "pos"]}).astype(
-        {"image": object, "model": object, "iou_sum": float})
+def _read_table(layout: Layout, name: str, columns: tuple[str, ...], dtypes: dict, images: list[str],
+                models: list[str], report: _Report, missing: str) -> pd.DataFrame:
+    """A per-(image, model, category) CSV of the folder, rows sorted by image position (a "pos" column); empty,
+    with a line in the report, when it is missing or unreadable."""
+    path = layout.file(name)
+    empty = pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in columns}).assign(pos=pd.Series(dtype="int64"))
     if not path.exists():
-        report.problems.append(f"{SEGMENT_STATS} missing: no metrics for filters and rankings (metrics of the "
-                               "image on screen are computed from its PNGs); rebuild it with the dump's --reindex")
+        report.problems.append(f"{name} missing: {missing}")
         return empty
     try:
-        stats = pd.read_csv(path, dtype={"image": str, "model": str, "category_id": "int64", "tp": "int64",
-                                         "fp": "int64", "fn": "int64", "iou_sum": "float64",
-                                         "gt_segments": "int64", "pred_segments": "int64"})
-        if list(stats.columns) != list(SEGMENT_STATS_COLUMNS):
-            raise ValueError(f"columns {list(stats.columns)}, expected {list(SEGMENT_STATS_COLUMNS)}")
+        table = pd.read_csv(path, dtype=dtypes)
+        if list(table.columns) != list(columns):
+            raise ValueError(f"columns {list(table.columns)}, expected {list(columns)}")
     except (ValueError, OSError, pd.errors.ParserError) as e:
-        report.problems.append(f"{path}: not readable ({e}); metrics of the image on screen are computed from "
-                               "its PNGs")
+        report.problems.append(f"{path}: not readable ({e}); {missing}")
         return empty
-    stats["pos"] = stats["image"].map(pd.Series(np.arange(len(images)), index=images))
-    unknown = stats["pos"].isna() | ~stats["model"].isin(models)
+    table["pos"] = table["image"].map(pd.Series(np.arange(len(images)), index=images))
+    unknown = table["pos"].isna() | ~table["model"].isin(models)
     if unknown.any():
-        report.problems.append(f"{SEGMENT_STATS}: {int(unknown.sum())} rows name images or models the manifest "
-                               "does not list; ignored")
-        stats = stats[~unknown]
-    stats = stats.astype({"pos": "int64"})
+        report.problems.append(f"{name}: {int(unknown.sum())} rows name images or models the manifest does not "
+                               "list; ignored")
+        table = table[~unknown]
+    table = table.astype({"pos": "int64"})
     # Stable sort keeps the file's category order inside each (image, model): the order pq_summary averages in.
-    return stats.sort_values("pos", kind="stable").reset_index(drop=True)
+    return table.sort_values("pos", kind="stable").reset_index(drop=True)
+
+
+STATS_DTYPES = {"image": str, "model": str, "category_id": "int64", "tp": "int64", "fp": "int64", "fn": "int64",
+                "iou_sum": "float64", "gt_segments": "int64", "pred_segments": "int64"}
+ANALYSIS_DTYPES = {"image": str, "model": str, "category_id": "int64",
+                   **{c: "float64" if c in FLOAT_COLUMNS else "int64" for c in ANALYSIS_COLUMNS}}
+
+
+def _read_stats(layout: Layout, images: list[str], models: list[str], report: _Report) -> pd.DataFrame:
+    return _read_table(layout, SEGMENT_STATS, SEGMENT_STATS_COLUMNS, STATS_DTYPES, images, models, report,
+                       "no metrics for filters and rankings (metrics of the image on screen are computed from its "
+                       "PNGs); rebuild it with the dump's --reindex")
+
+
+def _read_analysis(layout: Layout, images: list[str], models: list[str], report: _Report) -> pd.DataFrame:
+    if not layout.file(ANALYSIS_STATS).exists() and not layout.file(SEGMENT_STATS).exists():
+        return _read_table(layout, ANALYSIS_STATS, ANALYSIS_STATS_COLUMNS, ANALYSIS_DTYPES, images, models,
+                           _Report(), "")  # segment_stats.csv's line says it all
+    return _read_table(layout, ANALYSIS_STATS, ANALYSIS_STATS_COLUMNS, ANALYSIS_DTYPES, images, models, report,
+                       "no error analysis, Boundary PQ or PQ by size over the images (the image on screen gets "
+                       f"them from its PNGs); add them with `{REINDEX.format(root=layout.root)}`")
+
+
+def _analysis_covered(analysis: pd.DataFrame, stats: pd.DataFrame, covered: dict[str, np.ndarray],
+                      report: _Report, n_images: int) -> dict[str, np.ndarray]:
+    """Pairs whose analysis rows are there: any row, or nothing to analyse (no TP, FP or FN in the stats)."""
+    result = {}
+    active = stats[(stats["tp"] + stats["fp"] + stats["fn"]) > 0]
+    for model, is_covered in covered.items():
+        has_rows = np.zeros(n_images, dtype=bool)
+        has_rows[analysis.loc[analysis["model"] == model, "pos"].to_numpy()] = True
+        needs_rows = np.zeros(n_images, dtype=bool)
+        needs_rows[active.loc[active["model"] == model, "pos"].to_numpy()] = True
+        result[model] = is_covered & (has_rows | ~needs_rows)
+        stale = int((is_covered & needs_rows & ~has_rows).sum())
+        if stale and len(analysis):
+            report.problems.append(f"{ANALYSIS_STATS} lacks {stale} images of {model} (older than the "
+                                   "predictions?); rebuild it with the dump's --reindex")
+    return result
+
+
+def _read_sweep(layout: Layout, models: list[str], report: _Report) -> dict:
+    """sweep.json's models (those the manifest lists); {} when there is none."""
+    path = layout.file(SWEEP)
+    if not path.exists():
+        return {}
+    try:
+        sweep = read_json_file(path)["models"]
+        _ = [(float(row["score"]), float(row["overlap"]), row["All"]["pq"]) for entry in sweep.values()
+             for row in entry["results"]]  # the fields the page reads are there
+    except (FolderError, KeyError, TypeError, ValueError, AttributeError) as e:
+        report.problems.append(f"{path}: not a threshold sweep ({e!r}); ignored")
+        return {}
+    return {model: entry for model, entry in sweep.items() if model in models}
 
 
 def per_image_metrics(stats: pd.DataFrame, n_images: int, model: str) -> pd.DataFrame:
@@ -376,12 +454,21 @@ def load_folder(root: str | Path) -> FolderIndex:
     image_metrics = {model: per_image_metrics(stats, len(images), model) for model in models}
     for model in models:
         image_metrics[model].loc[~counts.covered[model], ["pq", "sq", "rq"]] = np.nan
+    analysis = _read_analysis(layout, images, models, report)
+    analysis_covered = _analysis_covered(analysis, stats, counts.covered, report, len(images))
+    sweep = _read_sweep(layout, models, report)
     _failures(layout, report)
     return FolderIndex(root=root, layout=layout, manifest=manifest, images=images, models=models, classes=classes,
                        available=available, instance_counts=counts.instances, stats=stats,
-                       stats_offsets=np.searchsorted(stats["pos"].to_numpy(), np.arange(len(images) + 1)),
-                       covered=counts.covered, image_metrics=image_metrics, opening_problems=report.problems,
-                       opening_notes=report.notes, names=_image_names(entries, images))
+                       stats_offsets=_offsets(stats, len(images)), covered=counts.covered,
+                       image_metrics=image_metrics, analysis=analysis,
+                       analysis_offsets=_offsets(analysis, len(images)), analysis_covered=analysis_covered,
+                       sweep=sweep, opening_problems=report.problems, opening_notes=report.notes,
+                       names=_image_names(entries, images))
+
+
+def _offsets(table: pd.DataFrame, n_images: int) -> np.ndarray:
+    return np.searchsorted(table["pos"].to_numpy(), np.arange(n_images + 1))
 
 
 def check_annotations(folder: FolderIndex) -> int:

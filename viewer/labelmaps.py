@@ -17,6 +17,7 @@ from dump.folder import GT, FolderError
 from eomt.render import segments_to_class_map
 from metrics import pq
 from metrics.coco_panoptic import read_png
+from metrics.errors import classify, segment_records
 
 _CACHED_MAPS = 48  # ~3 MB each at ADE20K size: enough for a dozen sessions on 4 models
 
@@ -85,11 +86,15 @@ class SegmentMatch:
     gt: id -> ("TP", pred id, IoU) | ("FN", None, None) | ("crowd", None, None)
     pred: id -> ("TP", gt id, IoU) | ("FP", None, None) | ("ignored", None, None) (mostly on void or crowd)
     fp_cover: FP pred id -> (ground-truth class id covering most of it or None for void, those pixels)
+    gt_error / pred_error: FN gt id / FP pred id -> (error type, linked segment id of the other side, 0 = none),
+    metrics.errors' types (docs/metrics.md), the ones the dump stores in segment_errors.csv
     """
 
     gt: dict[int, tuple]
     pred: dict[int, tuple]
     fp_cover: dict[int, tuple]
+    gt_error: dict[int, tuple[str, int]]
+    pred_error: dict[int, tuple[str, int]]
 
 
 def match_segments(gt: LabelMap, pred: LabelMap) -> SegmentMatch:
@@ -133,7 +138,11 @@ def match_segments(gt: LabelMap, pred: LabelMap) -> SegmentMatch:
             by_class[int(gt_category[row])] = by_class.get(int(gt_category[row]), 0) + int(intersection[row, col])
         best = max(by_class.items(), key=lambda item: (item[1], -item[0]), default=(None, 0))
         fp_cover[segment_id] = best if best[1] >= void[col] else (None, int(void[col]))
-    return SegmentMatch(gt_status, pred_status, fp_cover)
+    # Typing the errors works on the match already made: microseconds, so it is not read from the folder.
+    errors = {"gt": {}, "pred": {}}
+    for record in segment_records(match, classify(match)):
+        errors[record["side"]][record["id"]] = (record["type"], record["linked_id"])
+    return SegmentMatch(gt_status, pred_status, fp_cover, errors["gt"], errors["pred"])
 
 
 @lru_cache(maxsize=_CACHED_MAPS)

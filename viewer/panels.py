@@ -12,6 +12,7 @@ import contextlib
 import html
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -19,11 +20,18 @@ from PIL import Image
 
 from dump.folder import GT, FolderError
 from eomt.render import BORDER_COLOR, palette_array, palette_indices, segment_borders
-from viewer.labelmaps import LabelMap, LabelMapError, cached_match, load_label_map
+from metrics import pq
+from viewer.analysis import TYPE_COLORS
+from viewer.labelmaps import LabelMap, LabelMapError, SegmentMatch, cached_match, load_label_map
 
-# Error map codes and colours (Okabe-Ito-like, so red/green is not the only cue).
-ERROR_LEGEND = (("not scored (ground truth void)", (40, 40, 40)), ("correct class", (0, 158, 115)),
-                ("wrong class", (213, 94, 0)), ("missed (prediction void)", (240, 228, 66)))
+# Error map codes and colours (Okabe-Ito, so red/green is not the only cue): a pixel takes the error type of the
+# prediction's unmatched segment there, else of the ground truth's (docs/metrics.md, "Error types").
+ERROR_CODE = {kind: 2 + k for k, kind in enumerate(TYPE_COLORS)}
+ERROR_LEGEND = (("not scored (ground truth void)", (40, 40, 40)), ("matched (TP)", (0, 158, 115)),
+                *((f"{kind} ({'FN' if kind == 'missed' else 'FP' if kind == 'background' else 'FN/FP'})", color)
+                  for kind, color in TYPE_COLORS.items()),
+                ("other pixel of a matched segment", (190, 190, 190)))
+MATCHED, OTHER = 1, len(ERROR_LEGEND) - 1
 PAIR_LEGEND = (("not scored (ground truth void)", (40, 40, 40)), ("both right", (190, 190, 190)),
                ("only A right", (0, 114, 178)), ("only B right", (204, 121, 167)), ("both wrong", (213, 94, 0)))
 
@@ -67,10 +75,30 @@ class Panel:
     note: str = ""
 
 
-def error_codes(gt_class: np.ndarray, pred_class: np.ndarray) -> np.ndarray:
-    """Per pixel: 0 ground truth void (not scored), 1 correct class, 2 wrong class, 3 prediction void."""
-    codes = np.where(pred_class == gt_class, 1, np.where(pred_class < 0, 3, 2)).astype(np.uint8)
-    codes[gt_class < 0] = 0
+@lru_cache(maxsize=64)
+def _segment_index(labels: LabelMap) -> tuple[np.ndarray, np.ndarray]:
+    """The map's sorted segment ids and, per pixel, 0 for void, k + 1 for ids[k], len(ids) + 1 for an id without
+    an entry; remembered per (cached) label map, since every model's error map reads the ground truth's."""
+    ids = np.array(sorted(labels.segments), dtype=np.int64)
+    return ids, pq.segment_indices(labels.segment_map, ids, len(ids) + 1).reshape(labels.shape)
+
+
+def _per_segment(labels: LabelMap, values: dict[int, int], fill: int, dtype=np.uint8) -> np.ndarray:
+    """Per pixel, values[segment id] (fill for void, ids without an entry and ids not in `values`)."""
+    ids, index = _segment_index(labels)
+    return np.array([fill, *(values.get(int(i), fill) for i in ids), fill], dtype=dtype)[index]
+
+
+def error_codes(gt: LabelMap, pred: LabelMap, match: SegmentMatch) -> np.ndarray:
+    """Per pixel, an index into ERROR_LEGEND: 0 ground truth void; the FP type of the predicted segment there, else
+    the FN type of the ground-truth segment; 1 where both are a matched pair; 8 elsewhere (a matched segment's
+    pixel where the other side has another segment or void)."""
+    partner = _per_segment(gt, {g: p for g, (status, p, _) in match.gt.items() if status == "TP"}, -1, np.int64)
+    codes = np.where(partner == pred.segment_map, MATCHED, OTHER).astype(np.uint8)
+    fn = _per_segment(gt, {g: ERROR_CODE[kind] for g, (kind, _) in match.gt_error.items()}, 0)
+    fp = _per_segment(pred, {p: ERROR_CODE[kind] for p, (kind, _) in match.pred_error.items()}, 0)
+    codes = np.where(fp > 0, fp, np.where(fn > 0, fn, codes))
+    codes[gt.class_map < 0] = 0
     return codes
 
 
@@ -121,14 +149,20 @@ def build_panels(gt: LabelMap | str | None, predictions: dict[str, LabelMap | st
     if options.error_maps:
         for name, labels in predictions.items():
             if isinstance(labels, LabelMap):
-                panels.append(codes_panel(f"{name}: errors", error_codes(gt.class_map, labels.class_map),
-                                          ERROR_LEGEND))
+                panels.append(_errors_panel(name, gt, labels))
     if options.pair:
         a, b = options.pair
         if a != b and isinstance(predictions.get(a), LabelMap) and isinstance(predictions.get(b), LabelMap):
             codes = pair_codes(gt.class_map, predictions[a].class_map, predictions[b].class_map)
             panels.append(codes_panel(f"A = {a} vs B = {b}", codes, PAIR_LEGEND))
     return panels
+
+
+def _errors_panel(name: str, gt: LabelMap, pred: LabelMap) -> Panel:
+    try:
+        return codes_panel(f"{name}: errors", error_codes(gt, pred, cached_match(gt, pred)), ERROR_LEGEND)
+    except LabelMapError as e:  # a hand-made folder may hold a pair that cannot be matched
+        return Panel(f"{name}: errors", "codes", note=str(e))
 
 
 def photo_png(folder, pos: int) -> tuple[bytes | None, str]:
@@ -208,7 +242,8 @@ def panels_html(panels: list[Panel], photo: bytes | None, legend: list[tuple[str
     legends = [f'<div class="vw-legend"><b>Classes</b> {_swatches(legend)}</div>'] if legend else []
     kinds = {p.title.split(": ")[-1] for p in panels if p.kind == "codes"}
     if "errors" in kinds:
-        legends.append(f'<div class="vw-legend"><b>Error maps</b> {_swatches(ERROR_LEGEND)}</div>')
+        legends.append(f'<div class="vw-legend"><b>Error maps</b> (a pixel takes the type of the prediction\'s '
+                       f'unmatched segment there, else of the ground truth\'s) {_swatches(ERROR_LEGEND)}</div>')
     if any(" vs B = " in p.title for p in panels):
         legends.append(f'<div class="vw-legend"><b>A vs B</b> {_swatches(PAIR_LEGEND)}</div>')
     toolbar = ('<div class="vw-toolbar"><button type="button" data-action="zoom-in" title="Zoom in">+</button>'
@@ -243,7 +278,8 @@ def legend_classes(folder, pos: int, models: list[str]) -> list[tuple[str, tuple
 
 # ---------------------------------------------------------------------------------------------- pixel inspector
 
-INSPECTOR_COLUMNS = ("source", "class", "segment", "area", "score", "this segment", "ground-truth segment here")
+INSPECTOR_COLUMNS = ("source", "class", "segment", "area", "score", "this segment", "ground-truth segment here",
+                     "error type")
 
 
 def _describe_prediction(match, segment_id: int, class_label) -> str:
@@ -255,6 +291,17 @@ def _describe_prediction(match, segment_id: int, class_label) -> str:
     covered, pixels = match.fp_cover.get(segment_id, (None, 0))
     where = "void" if covered is None else class_label(covered)
     return f"FP: unmatched (mostly covers {where})"
+
+
+def _error_types(match, segment_id: int | None, gt_segment: int | None) -> str:
+    """The error types of the predicted segment and the ground-truth segment at a pixel, with their links."""
+    parts = []
+    for side, errors, key, other in (("FP", match.pred_error, segment_id, "ground-truth segment"),
+                                     ("FN", match.gt_error, gt_segment, "segment")):
+        if key is not None and key in errors:
+            kind, linked = errors[key]
+            parts.append(f"{side} {kind}" + (f" (↔ {other} {linked})" if linked else ""))
+    return "; ".join(parts)
 
 
 def inspect_maps(gt: LabelMap | str | None, predictions: dict[str, LabelMap | str], x: int, y: int,
@@ -297,9 +344,12 @@ def inspect_maps(gt: LabelMap | str | None, predictions: dict[str, LabelMap | st
                 status, other, iou = match.gt[gt_segment]
                 row["ground-truth segment here"] = (f"TP (matched by segment {other})" if status == "TP"
                                                     else status)
-                verdicts.append(f"{status} for {name}")
+                kind = match.gt_error.get(gt_segment, ("",))[0]
+                verdicts.append(f"{status}{' ' + kind if kind else ''} for {name}")
             else:
                 row["ground-truth segment here"] = "void (not scored)"
+            row["error type"] = _error_types(match, segment_id if class_id >= 0 else None,
+                                             gt_segment if gt_class >= 0 else None)
         rows.append(row)
     if gt is not None:
         if isinstance(gt, LabelMap):

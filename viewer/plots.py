@@ -12,7 +12,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-GOOD, BAD = "#009E73", "#D55E00"
+from metrics.errors import FN_TYPES, FP_TYPES  # noqa: E402
+from viewer.analysis import FIX_CHOICES, TYPE_COLORS, delta_column, fn_column, fp_column  # noqa: E402
+
+GOOD, BAD, GREY = "#009E73", "#D55E00", "#BBBBBB"
 
 
 def _figure(rows: int, per_row: float = 0.22, extra: float = 1.2, width: float = 9.0) -> Figure:
@@ -48,24 +51,35 @@ def class_metric_chart(compare: pd.DataFrame, models: list[str], metric: str, co
 
 
 def delta_chart(compare: pd.DataFrame, delta_column: str | None, max_classes: int = 40) -> Figure:
-    """Per-class A - B sorted from A's largest lead to B's, green where A is better, red where B is."""
+    """Per-class A - B sorted from A's largest lead to B's, green where A is better, red where B is; with bootstrap
+    intervals (dataset.with_intervals), each bar carries its 95% interval and differences whose interval contains
+    0 are grey."""
     if not delta_column or delta_column not in compare:
         return _empty("choose two different models A and B to see the per-class difference")
-    values = compare[["class", delta_column]].dropna()
+    values = compare.dropna(subset=[delta_column])
     if len(values) > max_classes:  # keep both ends: where A leads most and where B leads most
         half = max_classes // 2
         values = pd.concat([values.head(half), values.tail(max_classes - half)])
     if values.empty:
         return _empty("no class where both models are active")
-    values = values.assign(better=np.where(values[delta_column] >= 0, "A better", "B better"))
+    delta = values[delta_column].to_numpy(dtype=float)
+    significant = values["significant"].to_numpy(dtype=bool) if "significant" in values else np.ones(len(values), bool)
+    colors = np.where(~significant, GREY, np.where(delta >= 0, GOOD, BAD))
     figure = _figure(len(values))
     ax = figure.add_subplot()
-    sns.barplot(data=values, y="class", x=delta_column, hue="better", palette={"A better": GOOD, "B better": BAD},
-                dodge=False, orient="h", ax=ax, legend=False)
+    rows = np.arange(len(values))
+    ax.barh(rows, delta, color=colors)
+    if "ΔPQ 95% low" in values:
+        low, high = values["ΔPQ 95% low"].to_numpy(dtype=float), values["ΔPQ 95% high"].to_numpy(dtype=float)
+        ok = ~(np.isnan(low) | np.isnan(high))
+        ax.errorbar(delta[ok], rows[ok], xerr=[delta[ok] - low[ok], high[ok] - delta[ok]], fmt="none", ecolor="black",
+                    elinewidth=0.8, capsize=2)
+    ax.set_yticks(rows, values["class"].tolist())
+    ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_ylabel("")
     more = f" ({len(values)} of {len(compare)} classes: both ends)" if len(compare) > len(values) else ""
-    ax.set_title(f"{delta_column}, sorted{more}")
+    note = "; grey: 95% interval contains 0" if "significant" in values else ""
+    ax.set_title(f"{delta_column}, sorted{more}{note}")
     return figure
 
 
@@ -84,6 +98,92 @@ def summary_chart(summary: pd.DataFrame, colors: dict[str, str] | None = None) -
     ax.set_ylabel("PQ")
     ax.set_title("PQ over all, thing and stuff classes")
     ax.legend(loc="upper right", fontsize="small")
+    return figure
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _stacked_counts(ax, labels: list[str], table: pd.DataFrame) -> None:
+    """Horizontal stacked bars of errors by type, false negatives plain and false positives hatched."""
+    left = np.zeros(len(table))
+    for side, kinds, column, hatch in (("FN", FN_TYPES, fn_column, ""), ("FP", FP_TYPES, fp_column, "//")):
+        for kind in kinds:
+            values = table[column(kind)].to_numpy(dtype=float)
+            ax.barh(np.arange(len(table)), values, left=left, color=_hex(TYPE_COLORS[kind]), hatch=hatch,
+                    edgecolor="white", linewidth=0.5, label=f"{side} {kind}")
+            left += values
+    ax.set_yticks(np.arange(len(table)), labels)
+    ax.invert_yaxis()
+
+
+def error_chart(summary: pd.DataFrame) -> Figure:
+    """Per model: errors stacked by type (counts), and the ΔPQ of fixing each type (bars side by side: ΔPQs do
+    not add up)."""
+    if summary.empty:
+        return _empty("no error analysis for these models")
+    figure = _figure(len(summary) * 2, per_row=0.35, extra=1.8, width=12)
+    counts_ax, delta_ax = figure.subplots(1, 2)
+    _stacked_counts(counts_ax, summary["model"].tolist(), summary)
+    counts_ax.set_title("Errors by type (FN plain, FP hatched)")
+    figure.legend(*counts_ax.get_legend_handles_labels(), fontsize="x-small", ncols=5, loc="outside lower center")
+    long = summary.melt(id_vars=["model"], value_vars=[delta_column(f) for f in FIX_CHOICES], var_name="fix",
+                        value_name="ΔPQ if fixed")
+    sns.barplot(data=long, y="fix", x="ΔPQ if fixed", hue="model", orient="h", ax=delta_ax)
+    delta_ax.set_ylabel("")
+    delta_ax.set_title("ΔPQ if every error of the type were fixed (not additive)")
+    delta_ax.legend(fontsize="small", loc="lower right")
+    return figure
+
+
+def class_error_chart(table: pd.DataFrame, max_classes: int = 15) -> Figure:
+    """Per class (the most errors first) and model, the errors stacked by type; models side by side."""
+    if table.empty:
+        return _empty("no class with errors for these models")
+    classes = table["class id"].drop_duplicates().head(max_classes)
+    shown = table[table["class id"].isin(classes)]
+    figure = _figure(len(shown), per_row=0.3, width=10)
+    ax = figure.add_subplot()
+    _stacked_counts(ax, [f"{c} · {m}" for c, m in zip(shown["class"], shown["model"], strict=True)], shown)
+    ax.set_title(f"Errors by type per class and model (the {len(classes)} classes with the most errors)")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return figure
+
+
+def sweep_chart(sweep: dict, models: list[str], metric: str = "pq", group: str = "All",
+                colors: dict[str, str] | None = None) -> Figure:
+    """PQ (or SQ, RQ) against the score threshold per model, one line per overlap threshold; the default setting
+    is a black star, and each model's best setting is named in the legend."""
+    shown = [m for m in models if m in sweep]
+    if not shown:
+        return _empty("no threshold sweep for these models: run the dump with --sweep score=0.5:0.95:0.05")
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    styles = ["-", "--", ":", "-."]
+    for model in shown:
+        results = pd.DataFrame([{"score": r["score"], "overlap": r["overlap"], "value": r[group][metric]}
+                                for r in sweep[model]["results"]])
+        overlaps = sorted(results["overlap"].unique())
+        for k, overlap in enumerate(overlaps):
+            line = results[results["overlap"] == overlap].sort_values("score")
+            label = f"{model}" + (f", overlap {overlap:g}" if len(overlaps) > 1 else "")
+            ax.plot(line["score"], line["value"], styles[k % len(styles)], marker="o", markersize=3,
+                    color=(colors or {}).get(model), label=label)
+        default = sweep[model].get("default")
+        if default:
+            row = results[(results["score"] == default["score"]) & (results["overlap"] == default["overlap"])]
+            ax.plot(row["score"], row["value"], "*", color="black", markersize=12)
+        best = results.loc[results["value"].astype(float).idxmax()] if results["value"].notna().any() else None
+        if best is not None:
+            ax.plot([best["score"]], [best["value"]], "o", markersize=11, markerfacecolor="none",
+                    color=(colors or {}).get(model), label=f"{model} best: {best['value']:.4f} at score "
+                                                            f"{best['score']:g}, overlap {best['overlap']:g}")
+    ax.plot([], [], "*", color="black", markersize=10, label="default setting")
+    ax.set_xlabel("score threshold")
+    ax.set_ylabel(f"{metric.upper()} ({group.lower()})")
+    ax.set_title(f"{metric.upper()} of the panoptic merge's settings ({group.lower()} classes)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return figure
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dump.folder import GT, FolderError
 from metrics import pq
+from viewer.analysis import ANALYSIS_METRICS, analysis_metrics, boundary_pq, pair_analysis
 from viewer.labelmaps import LabelMapError, load_label_map
 
 GOOD, BAD = (0, 158, 115), (213, 94, 0)
@@ -62,11 +63,13 @@ def image_list_table(folder, positions, models: list[str]) -> pd.DataFrame:
 
 
 def image_metrics_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
-    """Per model: PQ/SQ/RQ of the image (all classes, things, stuff), TP/FP/FN, active classes, origin."""
+    """Per model: PQ/SQ/RQ of the image (all classes, things, stuff), Boundary PQ and PQ by segment size (COCO's
+    bins), TP/FP/FN, active classes, and where the numbers came from."""
     rows = []
     for model in models:
         counts, origin = pair_counts(folder, pos, model)
-        row = {"model": model}
+        analysis, analysis_origin = pair_analysis(folder, pos, model)
+        row = {"model": model, **analysis_metrics(analysis, folder.classes.isthing)}
         if counts is not None:
             summary = pq.pq_summary(counts, folder.classes.isthing)
             per_class = summary["per_class"].values()
@@ -74,9 +77,11 @@ def image_metrics_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
                         "PQ things": summary["Things"]["pq"], "PQ stuff": summary["Stuff"]["pq"],
                         "TP": sum(c["tp"] for c in per_class), "FP": sum(c["fp"] for c in per_class),
                         "FN": sum(c["fn"] for c in per_class), "classes": summary["All"]["n"]})
-        row["source"] = origin
+        stored = analysis_origin in (origin, "analysis_stats.csv")
+        row["source"] = origin if stored else f"{origin}; analysis: {analysis_origin}"
         rows.append(row)
-    columns = ["model", "PQ", "SQ", "RQ", "PQ things", "PQ stuff", "TP", "FP", "FN", "classes", "source"]
+    columns = ["model", "PQ", "SQ", "RQ", "PQ things", "PQ stuff", *ANALYSIS_METRICS, "TP", "FP", "FN", "classes",
+               "source"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -99,8 +104,9 @@ def _difference(a, b) -> float:
 
 def image_class_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
     """One row per (class, model) for the classes in the ground truth or active for a model: instances in the
-    ground truth and the prediction, PQ/SQ/RQ and TP/FP/FN of that class in this image."""
+    ground truth and the prediction, PQ/SQ/RQ, Boundary PQ and TP/FP/FN of that class in this image."""
     per_model = {model: pair_counts(folder, pos, model)[0] for model in models}
+    analyses = {model: pair_analysis(folder, pos, model)[0] for model in models}
     classes = set()
     for source in [GT, *models]:
         if folder.has(source, pos):
@@ -120,10 +126,12 @@ def image_class_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
             c = (per_model[model] or {}).get(class_id)
             if c is not None and c.tp + c.fp + c.fn > 0:
                 pq_value, sq_value, rq_value = pq.quality(c.tp, c.fp, c.fn, c.iou_sum)
-                row.update({"PQ": pq_value, "SQ": sq_value, "RQ": rq_value, "TP": c.tp, "FP": c.fp, "FN": c.fn})
+                row.update({"PQ": pq_value, "SQ": sq_value, "RQ": rq_value,
+                            "Boundary PQ": boundary_pq(analyses[model], class_id), "TP": c.tp, "FP": c.fp,
+                            "FN": c.fn})
             rows.append(row)
-    columns = ["class id", "class", "kind", "GT instances", "model", "predicted instances", "PQ", "SQ", "RQ", "TP",
-               "FP", "FN"]
+    columns = ["class id", "class", "kind", "GT instances", "model", "predicted instances", "PQ", "SQ", "RQ",
+               "Boundary PQ", "TP", "FP", "FN"]
     return pd.DataFrame(rows, columns=columns).astype({"TP": "Int64", "FP": "Int64", "FN": "Int64"})
 
 
@@ -137,9 +145,14 @@ def class_difference_table(class_table: pd.DataFrame, models: list[str], metric:
     return table
 
 
+GREY = "color: #888; background-color: #f0f0f0"  # a difference whose interval contains 0
+
+
 def style_differences(table: pd.DataFrame, lower_is_better: tuple[str, ...] = ("ΔFP", "ΔFN"),
                       digits: int = 3):
-    """A pandas Styler colouring every Δ column: green where the first model is better, red where worse."""
+    """A pandas Styler colouring every Δ column: green where the first model is better, red where worse; where the
+    table has a "significant" column (dataset.with_intervals), the ΔPQ of rows whose bootstrap interval contains 0
+    is greyed instead."""
     def colour(value, flip: bool) -> str:
         if value is None or pd.isna(value) or value == 0:
             return ""
@@ -148,12 +161,18 @@ def style_differences(table: pd.DataFrame, lower_is_better: tuple[str, ...] = ("
         r, g, b = GOOD if better else BAD
         return f"background-color: rgba({r},{g},{b},{strength:.2f})"
 
+    significant = table["significant"] if "significant" in table else None
+
+    def column_styles(values: pd.Series, flip: bool) -> list[str]:
+        greyed = significant is not None and str(values.name).startswith("ΔPQ")
+        return [GREY if greyed and not significant[i] else colour(v, flip) for i, v in values.items()]
+
     styler = table.style.format(precision=digits, na_rep="")
     for column in table.columns:
-        if str(column).startswith("Δ"):
+        if str(column).startswith("Δ") and column not in ("ΔPQ 95% low", "ΔPQ 95% high"):
             flip = str(column).startswith(lower_is_better)
             counts = str(column).startswith(COUNT_DIFFERENCES)
-            styler = styler.map(lambda v, flip=flip: colour(v, flip), subset=[column])
+            styler = styler.apply(lambda values, flip=flip: column_styles(values, flip), subset=[column])
             styler = styler.format(f"{{:+.{0 if counts else digits}f}}", subset=[column], na_rep="")
     return styler
 
