@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dump.folder import (
+    AGGREGATE_FILES,
     ANALYSIS_STATS,
     ANALYSIS_STATS_COLUMNS,
     GT,
@@ -255,6 +258,36 @@ def _write_sweep(folder: _Folder, annotations) -> None:
                              "images_with_ground_truth": sum(1 for image in annotations[model]
                                                              if image in annotations[GT])}
     atomic.write_json(folder.layout.file(SWEEP), {"models": models}, indent=1)
+
+
+def _done(layout: Layout, source: str, images: list[str]) -> set[str]:
+    """The images whose per-image annotation of `source` exists (one directory listing)."""
+    try:
+        names = {entry.name for entry in os.scandir(layout.panoptic_dir(source))}
+    except OSError:
+        return set()
+    return {image for image in images if f"{image}.json" in names}
+
+
+def aggregates_current(layout: Layout, manifest: dict) -> bool:
+    """Whether the derived files cover every model and every image done. A run killed (or out of disk) between
+    its last prediction and its aggregates leaves them stale, and the rerun, which has nothing left to predict,
+    must still rebuild them."""
+    models = [m["name"] for m in manifest["models"]]
+    needed = [layout.file(name) for name in AGGREGATE_FILES] + [layout.panoptic_json(m) for m in models]
+    if not all(path.exists() for path in needed):
+        return False
+    try:
+        saved = json.loads(layout.file(INSTANCE_COUNTS).read_text())["dataset_level_metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not isinstance(saved, dict) or set(saved) != set(models):
+        return False
+    images = [layout.image_name(entry["index"]) for entry in manifest["images"]]
+    with_ground_truth = _done(layout, GT, images)
+    return not with_ground_truth or all(
+        (saved[model] or {}).get("n_images") == len(with_ground_truth & _done(layout, model, images))
+        for model in models)
 
 
 def build_aggregates(root: str | Path, counts_cache: CountsCache | None = None,

@@ -61,12 +61,21 @@ class FolderError(ValueError):
 
 
 def check_model_name(name: str) -> str:
-    if not MODEL_NAME_RE.fullmatch(name) or name == GT:
-        raise ValueError(
-            f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', starting with a letter "
-            f"or digit (and not {GT!r}, which names the ground truth)"
-        )
+    """The name, when it can name a model's files: `panoptic/<name>/` and `panoptic/<name>.json` must not be
+    another model's (or the ground truth's) files, so `gt` and names ending in `.json` are refused."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise ValueError(f"model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', starting "
+                         "with a letter or digit")
+    if name.lower() == GT or name.lower().endswith(".json"):
+        raise ValueError(f"model name {name!r} is not allowed: {GT!r} names the ground truth, and a name ending "
+                         "in .json would collide with another model's (or the ground truth's) JSON file")
     return name
+
+
+def name_key(name: str) -> str:
+    """What two model names must differ in: case-insensitive file systems (macOS, Windows) take A and a as the
+    same file."""
+    return name.casefold()
 
 
 def index_width(n_images: int) -> int:

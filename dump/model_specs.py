@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dump.folder import check_model_name
+from dump.folder import check_model_name, name_key
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,14 @@ def read_models_file(path: str | Path) -> list[ModelSpec]:
 
 
 def check_unique(specs: list[ModelSpec]) -> list[ModelSpec]:
-    seen = set()
+    seen: dict[str, str] = {}
     for spec in specs:
-        if spec.name in seen:
-            raise ValueError(f"two models are named {spec.name!r}: give each model its own name")
-        seen.add(spec.name)
+        other = seen.get(name_key(spec.name))
+        if other is not None:
+            same = "named" if other == spec.name else f"named {other!r} and"
+            raise ValueError(f"two models are {same} {spec.name!r} (file names that differ only in case are one "
+                             "file on some systems): give each model its own name")
+        seen[name_key(spec.name)] = spec.name
     if not specs:
         raise ValueError("no model given: use --model NAME=SOURCE (repeatable) or --models-file FILE")
     return specs

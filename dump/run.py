@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dump.aggregates import build_aggregates
+from dump.aggregates import aggregates_current, build_aggregates
 from dump.folder import (
     AGGREGATE_FILES,
     CLASS_NAMES,
@@ -28,6 +28,7 @@ from dump.folder import (
     MANIFEST,
     Layout,
     check_model_name,
+    name_key,
     new_manifest,
     read_failures,
     read_manifest,
@@ -38,6 +39,7 @@ from dump.folder import (
 from dump.model_specs import ModelSpec, check_unique
 from dump.sweep import SweepGrid
 from dump.writer import data_done, prediction_done
+from eomt import atomic
 from eomt.classes import ClassTable
 
 EXIT_REFUSED = 1
@@ -212,8 +214,12 @@ def _model_entries(run: _Run, previous: dict | None) -> list[dict]:
             entry["images_done"], entry["seconds_per_image"] = old["images_done"], old["seconds_per_image"]
         entries.append(entry)
     # Models of earlier runs that this run does not name stay in the folder and in the comparison.
+    keys = {name_key(spec.name) for spec in run.options.models}
     for old in old_models.values():
         check_model_name(old["name"])
+        if name_key(old["name"]) in keys:
+            raise ValueError(f"{run.layout.root}: model {old['name']!r} is already in the folder, and its files "
+                             "would be the new model's on a case-insensitive file system: use another name")
         entries.append(old)
     return entries
 
@@ -222,6 +228,8 @@ def prepare_folder(run: _Run) -> None:
     """Checks that --out may be written for this data (or empties it with --overwrite) and writes the manifest."""
     identity = dataset_identity(run.dataset, run.options)
     previous = _check_existing(run, identity)
+    if run.layout.root.is_dir():  # what a killed writer left; no other rank writes before this one is done
+        atomic.remove_temporaries(run.layout.root)
     manifest = new_manifest(identity, _image_entries(run, previous), _model_entries(run, previous),
                             run.classes.entries())
     if previous is not None:
@@ -317,7 +325,7 @@ def finish(layout: Layout, specs, gathered) -> int:
     if failures or layout.file(FAILURES).exists():
         write_failures(layout, failures)
 
-    if written or not all(layout.file(name).exists() for name in AGGREGATE_FILES):
+    if written or not aggregates_current(layout, manifest):
         dataset_level = build_aggregates(layout.root, counts)
     else:  # nothing new: the aggregate files are up to date and stay untouched
         dataset_level = json.loads(layout.file(INSTANCE_COUNTS).read_text())["dataset_level_metrics"]

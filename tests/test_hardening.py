@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
     return {"base": base, "data": data, "checkpoint": checkpoint}
 
 
-def dump(args: list) -> int:
+def run_dump(args: list) -> int:
     return predict_dump.main([*map(str, args), "--workers", "0"])
 
 
@@ -52,7 +52,7 @@ def test_a_missing_instance_annotation_is_a_reported_failure(setup, tmp_path, ca
     shutil.copytree(setup["data"], data)
     member = remove_member(data / "annotations_instance.zip", "ADE_val_00000002.png")
     out = tmp_path / "out"
-    assert dump(["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]) == EXIT_SOME_FAILED
+    assert run_dump(["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]) == EXIT_SOME_FAILED
     failures = json.loads((out / "failures.json").read_text())["failures"]
     assert [(f["image"], f["stage"]) for f in failures] == [("val_0001", "data")]
     assert member in failures[0]["reason"] and "missing" in failures[0]["reason"]
@@ -74,7 +74,7 @@ def test_failure_reasons_are_the_same_on_every_rerun(setup, tmp_path):
     reasons = []
     for run in ("first", "second"):
         out = tmp_path / run
-        assert dump(["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]) == EXIT_SOME_FAILED
+        assert run_dump(["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]) == EXIT_SOME_FAILED
         reasons.append((out / "failures.json").read_text())
     assert reasons[0] == reasons[1] and " at 0x" not in reasons[0]
     assert "cannot decode image (not an image format PIL can read)" in reasons[0]
@@ -132,3 +132,54 @@ def test_checkpoint_shards_stay_inside_their_folder(tmp_path, shard):
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"q.weight": shard}}))
     with pytest.raises(eomt.CheckpointError, match="is not a file name inside"):
         eomt.load_model(folder)
+
+
+@pytest.mark.parametrize("names, message", [
+    (("a", "a.json"), "would collide with another model's"),
+    (("gt.json",), "would collide with another model's"),
+    (("GT",), "names the ground truth"),
+    (("Base", "base"), "differ only in case"),
+])
+def test_model_names_that_collide_with_the_folders_files_are_refused_up_front(setup, tmp_path, names, message,
+                                                                            capsys):
+    # Before: `a` and `a.json` (or `gt.json`) passed the name check and crashed with IsADirectoryError after the
+    # whole run; `Base` and `base` overwrote each other on case-insensitive file systems.
+    models = [arg for name in names for arg in ("--model", f"{name}={setup['checkpoint']}")]
+    out = tmp_path / "out"
+    assert run_dump(["--data", setup["data"], *models, "--out", out]) == 1
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_a_name_colliding_with_a_model_already_in_the_folder_is_refused(setup, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_dump(["--data", setup["data"], "--model", f"Base={setup['checkpoint']}", "--out", out,
+                 "--limit", "1"]) == 0
+    assert run_dump(["--data", setup["data"], "--model", f"base={setup['checkpoint']}", "--out", out,
+                 "--limit", "1"]) == 1
+    assert "'Base' is already in the folder" in capsys.readouterr().err
+
+
+def test_a_rerun_finishes_aggregates_a_killed_run_left_stale(setup, tmp_path, monkeypatch):
+    # Before: adding a model and killing the run between its last prediction and its aggregates left
+    # panoptic/<model>.json missing and instance_counts.json without the model; the rerun exited 0 and printed "-".
+    import dump.run as dump_run
+
+    out = tmp_path / "out"
+    model = ["--data", setup["data"], "--out", out]
+    assert run_dump([*model, "--model", f"A={setup['checkpoint']}"]) == 0
+
+    def killed(*args, **kwargs):
+        (out / ".instance_counts.json.x1y2.tmp").write_bytes(b"")  # what a kill mid-write leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dump_run, "build_aggregates", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_dump([*model, "--model", f"B={setup['checkpoint']}"])
+    monkeypatch.undo()
+    assert not (out / "panoptic" / "B.json").exists()
+    assert run_dump([*model, "--model", f"B={setup['checkpoint']}"]) == 0
+    counts = json.loads((out / "instance_counts.json").read_text())["dataset_level_metrics"]
+    assert set(counts) == {"A", "B"} and counts["B"]["n_images"] == N_IMAGES
+    assert (out / "panoptic" / "B.json").exists()
+    assert not list(out.rglob("*.tmp"))
