@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dump.folder import FolderError
+from dump.folder import FolderError, OutputError, os_error_text
 from dump.model_specs import parse_model_arg, read_models_file
 from dump.run import EXIT_REFUSED, EXIT_SOME_FAILED, DumpOptions, dump, reindex
 from dump.sweep import parse_sweep
@@ -112,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                 return EXIT_SOME_FAILED
             return 0
         return dump(command.options)
-    except (FolderError, ValueError, FileNotFoundError) as e:
+    except (FolderError, ValueError, FileNotFoundError, OutputError) as e:
         print(f"predict_dump: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as e:  # the output folder: read-only, a full disk, a folder where a file should be
+        print(f"predict_dump: {os_error_text(e)}", file=sys.stderr)
         return EXIT_REFUSED
 
 

@@ -56,6 +56,17 @@ SWEEP = "sweep.json"
 AGGREGATE_FILES = (SEGMENT_STATS, INSTANCE_COUNTS, ANALYSIS_STATS, SEGMENT_ERRORS, SWEEP)
 
 
+class OutputError(RuntimeError):
+    """The output folder cannot be written (permissions, a full disk, a file where a folder should be): the run
+    stops, and the files already written stay."""
+
+
+def os_error_text(error: OSError) -> str:
+    """An OSError as `path: problem`, without errno numbers or a traceback."""
+    path = error.filename2 or error.filename
+    return f"{path}: {error.strerror}" if path and error.strerror else str(error)
+
+
 class FolderError(ValueError):
     """An output folder that cannot be used: names the file and the problem."""
 

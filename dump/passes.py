@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dump.folder import Layout
+from dump.folder import Layout, OutputError, os_error_text
 from dump.sweep import SweepGrid, sweep_panoptic
 from dump.writer import write_data, write_prediction
 from eomt.transforms import resize_and_pad
@@ -42,12 +42,16 @@ class _DataJob(Dataset):
         return len(self.indices)
 
     def __getitem__(self, k: int):
+        """(index, reason it failed or None, whether the failure stops the run); a worker returns the reason
+        as text, since a re-raised exception would arrive as a traceback."""
         index = self.indices[k]
         try:
             write_data(self.layout, index, self.dataset, self.colors, self.with_ground_truth)
-            return index, None
+            return index, None, False
+        except OSError as e:  # the output cannot be written: every image would fail the same way
+            return index, os_error_text(e), True
         except Exception as e:  # a bad image must not stop the run: report it and go on
-            return index, f"{type(e).__name__}: {e}"
+            return index, f"{type(e).__name__}: {e}", False
 
 
 def write_data_files(layout: Layout, dataset, indices: list[int], colors: np.ndarray, with_ground_truth: bool,
@@ -58,12 +62,15 @@ def write_data_files(layout: Layout, dataset, indices: list[int], colors: np.nda
     loader = DataLoader(_DataJob(layout, dataset, indices, colors, with_ground_truth), batch_size=None,
                         num_workers=workers, collate_fn=_as_list)
     done = 0
-    for index, error in tqdm(loader, total=len(indices), desc="data", unit="img", disable=not show_progress,
-                             dynamic_ncols=True):
-        if error is None:
-            done += 1
-        else:
-            on_failure(index, error)
+    with tqdm(loader, total=len(indices), desc="data", unit="img", disable=not show_progress,
+              dynamic_ncols=True) as bar:
+        for index, error, fatal in bar:
+            if fatal:
+                raise OutputError(error)
+            if error is None:
+                done += 1
+            else:
+                on_failure(index, error)
     return done
 
 
@@ -113,12 +120,14 @@ def run_model(layout: Layout, dataset, indices: list[int], predictor, model_name
             outcome.done += 1
             if counts is not None:
                 outcome.counts[(layout.image_name(index), model_name)] = counts
+        except OSError as e:  # the output cannot be written: stop, keeping what is done
+            raise OutputError(os_error_text(e)) from None
         except Exception as e:
             on_failure(index, f"writing the prediction failed: {type(e).__name__}: {e}")
         bar.update(1)
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with bar, ThreadPoolExecutor(max_workers=2) as pool:  # the bar ends its line even when the run stops
         for items in loader:
             ready = []
             for index, pixels, resized, original, error in items:
@@ -135,7 +144,6 @@ def run_model(layout: Layout, dataset, indices: list[int], predictor, model_name
         while in_flight:
             finish(*in_flight.popleft())
     outcome.seconds = time.perf_counter() - start
-    bar.close()
     return outcome
 
 

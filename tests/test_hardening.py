@@ -35,6 +35,12 @@ def run_dump(args: list) -> int:
     return predict_dump.main([*map(str, args), "--workers", "0"])
 
 
+def error_lines(stderr: str) -> list[str]:
+    """What a run printed on stderr, less tqdm's progress bars (which redraw with carriage returns)."""
+    lines = stderr.replace("\r", "\n").splitlines()
+    return [line for line in lines if line.strip() and "img/s]" not in line and "?img/s" not in line]
+
+
 def remove_member(zip_path: Path, suffix: str) -> str:
     with zipfile.ZipFile(zip_path) as src:
         members = [(info, src.read(info)) for info in src.infolist()]
@@ -182,4 +188,40 @@ def test_a_rerun_finishes_aggregates_a_killed_run_left_stale(setup, tmp_path, mo
     counts = json.loads((out / "instance_counts.json").read_text())["dataset_level_metrics"]
     assert set(counts) == {"A", "B"} and counts["B"]["n_images"] == N_IMAGES
     assert (out / "panoptic" / "B.json").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_folder_where_a_file_should_be_stops_the_run_in_one_line(setup, tmp_path, capsys):
+    # Before: IsADirectoryError surfaced as a traceback (or as a failure of every image, one by one).
+    out = tmp_path / "out"
+    args = ["--data", setup["data"], "--out", out]
+    assert run_dump([*args, "--model", f"A={setup['checkpoint']}"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "A" in p.name}
+    (out / "val_0001_pred_B.png").mkdir()
+    capsys.readouterr()
+    assert run_dump([*args, "--model", f"B={setup['checkpoint']}"]) == 1
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].endswith("val_0001_pred_B.png: Is a directory"), err
+    assert {p: p.read_bytes() for p in before} == before  # nothing written is lost
+    assert (out / "panoptic" / "B" / "val_0000.json").exists()  # and what was done stays done
+
+
+def test_a_full_disk_stops_the_run_in_one_line(setup, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from eomt import atomic
+
+    real, calls = atomic.write_file, []
+
+    def filling_up(path, write):
+        calls.append(path)
+        if len(calls) > 12:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(atomic, "write_file", filling_up)
+    out = tmp_path / "out"
+    assert run_dump(["--data", setup["data"], "--model", f"m={setup['checkpoint']}", "--out", out]) == 1
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].endswith(": No space left on device") and str(out) in err[0], err
     assert not list(out.rglob("*.tmp"))
