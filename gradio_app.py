@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import sys
 import threading
 from dataclasses import dataclass
@@ -58,8 +59,8 @@ def _for_user(handler):
     def wrapped(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except events.UserError as e:
-            raise gr.Error(str(e)) from None
+        except events.UserError as e:  # Gradio renders the message as HTML: show it as text
+            raise gr.Error(html.escape(str(e))) from None
     return wrapped
 
 

@@ -30,9 +30,9 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(folder):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright import sync_api
+
+    assert shutil.which(CHROMIUM), "Debian's chromium is not installed (.ci/run installs it)"
     with running_app(folder) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
@@ -154,3 +154,18 @@ def test_the_errors_view_lists_images_and_opens_them(page, folder):
     page.wait_for_function("n => document.querySelector('#vw-list-status').innerText.includes(n + ' images')",
                            arg=str(len(expected)), timeout=TIMEOUT)
     assert page.errors == []
+
+
+def test_a_crafted_deep_link_shows_as_text(page):
+    # Before: ?image= was rendered as Markdown: a heading, a clickable link and a remote image appeared.
+    from urllib.parse import quote
+
+    crafted = "# Heading [click](http://evil.example/x) ![pic](http://evil.example/i.png)"
+    page.goto(f"{page.base_url}/?image={quote(crafted)}")
+    page.wait_for_selector("#vw-list-status code", timeout=TIMEOUT)
+    status = page.locator("#vw-list-status")
+    assert "Heading [click](http://evil.example/x)" in status.inner_text()
+    assert page.locator('a[href^="http://evil.example"]').count() == 0
+    assert page.locator('img[src^="http://evil.example"]').count() == 0
+    assert status.locator("h1").count() == 0
+

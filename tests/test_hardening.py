@@ -225,3 +225,51 @@ def test_a_full_disk_stops_the_run_in_one_line(setup, tmp_path, capsys, monkeypa
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].endswith(": No space left on device") and str(out) in err[0], err
     assert not list(out.rglob("*.tmp"))
+
+
+HOSTILE = ["# A heading [a link](http://evil.example/x) ![an image](http://evil.example/i.png)",
+           "<img src=http://evil.example/i.png> <b>bold</b> **strong** `tick` ``two`` `",
+           "line one\n# line two", "http://evil.example/bare www.evil.example"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_text_from_files_and_links_renders_as_text(value):
+    from markdown_it import MarkdownIt
+
+    from viewer.markup import text
+
+    html = MarkdownIt("commonmark", {"html": True}).render(f"note: {text(value)}")
+    assert "<a" not in html and "<img" not in html and "<h1" not in html and "<b>" not in html, html
+    shown = html.removeprefix("<p>note: <code>").removesuffix("</code></p>\n")
+    import html as html_module
+
+    assert html_module.unescape(shown).strip() == " ".join(value.splitlines()).strip()
+
+
+def test_a_crafted_deep_link_and_class_names_show_as_text(index):
+    from markdown_it import MarkdownIt
+
+    from viewer import events, filters
+
+    shown = events.display(index, index.models, "labels", 0.6, True, False, True, None, None)
+    _, listing = events.open_page(index, HOSTILE[0], shown)
+    rendered = MarkdownIt("commonmark", {"html": True}).render(listing.status)
+    assert "<a" not in rendered and "<img" not in rendered and "<h1" not in rendered
+    assert "A heading" in rendered
+    label = filters.describe(filters.ImageFilter(classes=(0,)), lambda c: HOSTILE[1])
+    rendered = MarkdownIt("commonmark", {"html": True}).render(label)
+    assert "<img" not in rendered and "<b>" not in rendered
+
+
+def test_user_errors_are_shown_as_text_in_the_error_box():
+    import gradio as gr
+
+    import gradio_app
+    from viewer.events import UserError
+
+    def jump():
+        raise UserError(f"No image {HOSTILE[1]!r} in this folder")
+
+    with pytest.raises(gr.Error) as shown:
+        gradio_app._for_user(jump)()
+    assert "<img" not in shown.value.message and "&lt;img" in shown.value.message

@@ -186,6 +186,6 @@ def test_threshold_sweep_view(index, folder):
         assert row.PQ == pytest.approx(levels[row.model]["pq"], abs=1e-4)  # rounded for display
     for model in MODELS:
         best = max(sweep[model]["results"], key=lambda r: r["All"]["pq"])
-        assert f"**{model}** {best['All']['pq']:.4f} at score {best['score']:g}" in page.status
+        assert f"`{model}` {best['All']['pq']:.4f} at score {best['score']:g}" in page.status
     legend = [t.get_text() for t in page.chart.axes[0].get_legend().get_texts()]
     assert "default setting" in legend and any(t.startswith("alpha best:") for t in legend)

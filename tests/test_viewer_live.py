@@ -74,7 +74,7 @@ def test_a_failing_model_shows_its_error_and_the_others_still_run(folder, monkey
 
 
 def test_a_local_checkpoint_runs_live_end_to_end(folder, tmp_path):
-    eomt = pytest.importorskip("eomt")
+    import eomt
     from synthetic.models import confident_model, tiny_ade_config
 
     checkpoint = eomt.save_model(confident_model(tiny_ade_config()), tmp_path / "tiny.safetensors")
@@ -82,7 +82,7 @@ def test_a_local_checkpoint_runs_live_end_to_end(folder, tmp_path):
     point_model_at(folder, "hub", "tue-mps/ade20k_panoptic_eomt_large_640")
     index = load_folder(folder)
     assert live.available_models(index) == ["tiny"]
-    assert "hub (tue-mps/ade20k_panoptic_eomt_large_640)" in live.unavailable_note(index)
+    assert "`hub` (`tue-mps/ade20k_panoptic_eomt_large_640`)" in live.unavailable_note(index)
 
     photo = np.random.default_rng(0).integers(0, 256, size=(45, 70, 3), dtype=np.uint8)
     result = live.run_models(index, ["tiny"], photo)

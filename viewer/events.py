@@ -13,6 +13,7 @@ import pandas as pd
 
 from viewer import analysis, dataset, filters, live, navigation, plots, tables
 from viewer.index import FolderIndex
+from viewer.markup import text
 from viewer.panels import (
     INSPECTOR_COLUMNS,
     DisplayOptions,
@@ -125,7 +126,7 @@ def open_page(folder: FolderIndex, wanted: str | None, shown: Display) -> tuple[
     pos = folder.position(wanted)
     if pos is not None:
         view = navigation.go_to(view, pos)
-    note = f"Image {wanted!r} from the link is not in this folder." if wanted and pos is None else ""
+    note = f"Image {text(wanted)} from the link is not in this folder." if wanted and pos is None else ""
     return show_image(folder, view, shown), image_list(folder, view, shown.models, note)
 
 
@@ -149,7 +150,7 @@ def rank(folder: FolderIndex, view: dict, model_a: str, model_b: str, order: str
     ranking = {"model_a": model_a, "model_b": model_b, "order": order, "metric": metric,
                "top_n": whole_number(top_n) or None}
     result = filters.rank_images(folder, view["filtered"], **ranking)
-    label = f"ranked: {filters.ORDERS[order]} (A = {model_a}, B = {model_b}, Δ{metric.upper()})"
+    label = f"ranked: {filters.ORDERS[order]} (A = {text(model_a)}, B = {text(model_b)}, Δ{metric.upper()})"
     ranked = navigation.new_view(result.positions, label, filtered=view["filtered"], ranking=ranking,
                                  left_out=result.left_out)
     return show_image(folder, ranked, shown), image_list(folder, ranked, shown.models)
@@ -343,7 +344,8 @@ def error_images(folder: FolderIndex, view: dict, query: DatasetQuery, choice: E
                                    whole_number(top_n) or None)
     what = analysis.FIX_LABELS[choice.fix] + ("" if choice.class_id is None
                                               else f" of {folder.classes.label(choice.class_id)}")
-    status = (f"**{len(table)} images** where fixing {what} errors helps {choice.model} most (per-image PQ), "
+    status = (f"**{len(table)} images** where fixing {text(what)} errors helps {text(choice.model)} most "
+              "(per-image PQ), "
               "best first; click one to open it")
     return ImageList(tables.rounded(table, 4), status + (f" · {analysis.no_analysis_note(folder)}"
                                                           if not folder.has_analysis else ""))
@@ -378,9 +380,9 @@ def sweep_page(folder: FolderIndex, models: list[str], metric: str = "pq", group
     else:
         best = table[table["best PQ"]]
         status = "Best PQ: " + "; ".join(
-            f"**{r.model}** {r.PQ:.4f} at score {r.score:g}, overlap {r.overlap:g}" for r in best.itertuples()) + \
+            f"{text(r.model)} {r.PQ:.4f} at score {r.score:g}, overlap {r.overlap:g}" for r in best.itertuples()) + \
             " · ★ the default setting · " + ", ".join(
-            f"{m}: {folder.sweep[m]['images']} images" for m in table["model"].unique())
+            f"{text(m)}: {folder.sweep[m]['images']} images" for m in table["model"].unique())
     return SweepPage(plots.sweep_chart(folder.sweep, models, metric, group, plots.model_colors(folder.models)),
                      tables.rounded(table, 4), status)
 
@@ -401,7 +403,7 @@ def live_run(folder: FolderIndex, photo, models: list[str]) -> tuple[live.LiveRe
     if not models:
         raise UserError("Choose at least one model whose checkpoint is available locally.")
     result = live.run_models(folder, models, photo)
-    return result, "Ran " + ", ".join(f"{m}: {s:.1f} s" for m, s in result.seconds.items()) + "."
+    return result, "Ran " + ", ".join(f"{text(m)}: {s:.1f} s" for m, s in result.seconds.items()) + "."
 
 
 def live_panels(folder: FolderIndex, result: live.LiveResult | None, mode: str, opacity: float,

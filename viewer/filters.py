@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dump.folder import GT
+from viewer.markup import text
 
 ORDERS = {
     "a_better": "A beats B most",
@@ -37,9 +38,10 @@ class ImageFilter:
 
 
 def describe(image_filter: ImageFilter, class_label) -> str:
-    """The filter in words, for the list's caption and export file name."""
-    names = ", ".join(class_label(c) for c in image_filter.classes)
-    parts = [f"{image_filter.match} of {names} in {image_filter.source}"] if names else []
+    """The filter in words (Markdown: the names from the folder in code spans), for the list's caption and
+    export file name."""
+    names = ", ".join(text(class_label(c)) for c in image_filter.classes)
+    parts = [f"{image_filter.match} of {names} in {text(image_filter.source)}"] if names else []
     parts += [f"{what} {value}" for what, value in (
         ("classes ≥", image_filter.min_classes), ("classes ≤", image_filter.max_classes),
         ("instances ≥", image_filter.min_instances), ("instances ≤", image_filter.max_instances)) if value is not None]

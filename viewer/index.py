@@ -35,6 +35,7 @@ from dump.folder import (
 from eomt.classes import ClassTable
 from metrics import pq
 from metrics.analysis import ANALYSIS_COLUMNS, FLOAT_COLUMNS, AnalysisCounts
+from viewer.markup import text
 
 METRICS = ("pq", "sq", "rq")
 _SHOWN = 5  # names listed per problem before "and N more"
@@ -495,10 +496,10 @@ def check_annotations(folder: FolderIndex) -> int:
 
 def summary_markdown(folder: FolderIndex) -> str:
     """One line on what the folder holds, then every problem found while opening it."""
-    head = (f"**{folder.root}**: {folder.n_images} images, {len(folder.models)} models "
-            f"({', '.join(folder.models) or 'none'}), {len(folder.classes)} classes")
+    head = (f"**{text(folder.root)}**: {folder.n_images} images, {len(folder.models)} models "
+            f"({', '.join(map(text, folder.models)) or 'none'}), {len(folder.classes)} classes")
     problems = folder.problems
     if not problems:
         return head + " · nothing missing"
-    lines = "\n".join(f"- {p}" for p in problems)
+    lines = "\n".join(f"- {text(p)}" for p in problems)
     return f"{head} · **{len(problems)} problem(s)**:\n\n{lines}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from viewer.labelmaps import LabelMap, label_map
+from viewer.markup import text
 
 _MODELS_KEPT = 2  # an EoMT-L is ~1.3 GB in fp32
 _models: OrderedDict = OrderedDict()
@@ -49,8 +50,9 @@ def unavailable_note(folder) -> str:
     missing = [m for m in folder.models if checkpoint_path(folder, m) is None]
     if not missing:
         return ""
-    sources = ", ".join(f"{m} ({next((e.get('source') for e in folder.manifest['models'] if e['name'] == m), '?')})"
-                        for m in missing)
+    sources = ", ".join(
+        f"{text(m)} ({text(next((e.get('source') for e in folder.manifest['models'] if e['name'] == m), '?'))})"
+        for m in missing)
     return f"Not available locally (checkpoint not found on this machine): {sources}."
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from viewer.markup import text
+
 
 def new_view(positions: Sequence[int], label: str = "all images", current: int | None = None,
              filtered: Sequence[int] | None = None, ranking: dict | None = None, left_out: int = 0) -> dict:
@@ -47,16 +49,17 @@ def step(view: dict, delta: int) -> dict:
 
 
 def describe(folder, view: dict) -> str:
-    """Where the view stands, in words (markdown)."""
+    """Where the view stands, in words (markdown; names from the folder shown as text)."""
     pos = view["current"]
+    label = view["label"]  # Markdown, made safe where it was made (names from the folder in code spans)
     if pos is None:
-        return f"No image to show: the {view['label']} list is empty."
+        return f"No image to show: the {label} list is empty."
     entry = folder.manifest["images"][pos]
     key = entry.get("key") or entry.get("stem") or ""
-    where = (f"image {view['cursor'] + 1} of {len(view['positions'])} ({view['label']})" if view["cursor"] is not None
-             else f"outside the current list ({view['label']}, {len(view['positions'])} images)")
+    where = (f"image {view['cursor'] + 1} of {len(view['positions'])} ({label})" if view["cursor"] is not None
+             else f"outside the current list ({label}, {len(view['positions'])} images)")
     notes = folder.image_notes(pos)
-    lines = [f"**{folder.images[pos]}** · index {entry['index']} · {key} · {entry.get('width')}x{entry.get('height')} "
-             f"· {where}"]
-    lines += [f"- ⚠ {note}" for note in notes]
+    lines = [f"**{folder.images[pos]}** · index {entry['index']} · {text(key)} · "
+             f"{entry.get('width')}x{entry.get('height')} · {where}"]
+    lines += [f"- ⚠ {text(note)}" for note in notes]
     return "\n".join(lines)
