@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 _DATA = Path(__file__).with_name("data")
+# Class ids index colour tables and per-class count arrays; real datasets have at most a few thousand classes.
+MAX_CLASS_ID = 65535
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class ClassTable:
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.classes]
-        if len(set(ids)) != len(ids) or any(i < 0 for i in ids):
-            raise ValueError(f"class ids must be distinct and non-negative, got {ids}")
+        if len(set(ids)) != len(ids) or any(not 0 <= i <= MAX_CLASS_ID for i in ids):
+            raise ValueError(f"class ids must be distinct and in 0..{MAX_CLASS_ID}, got {ids[:20]}")
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -78,12 +80,16 @@ class ClassTable:
         classes = []
         for entry in entries:
             try:
+                if not isinstance(entry["id"], int) or isinstance(entry["id"], bool):
+                    raise ValueError("id must be an integer")
                 color = tuple(int(v) for v in entry["color"])
                 info = ClassInfo(int(entry["id"]), str(entry["name"]), bool(entry["isthing"]), color)
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"class entry {entry!r}: {e!r}") from None
             if len(color) != 3 or not all(0 <= v <= 255 for v in color):
                 raise ValueError(f"class entry {entry!r}: color must be an RGB triple in 0..255")
+            if not 0 <= info.id <= MAX_CLASS_ID:
+                raise ValueError(f"class entry {entry!r}: id must lie in 0..{MAX_CLASS_ID}")
             classes.append(info)
         return cls(tuple(classes))
 

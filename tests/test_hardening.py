@@ -273,3 +273,26 @@ def test_user_errors_are_shown_as_text_in_the_error_box():
     with pytest.raises(gr.Error) as shown:
         gradio_app._for_user(jump)()
     assert "<img" not in shown.value.message and "&lt;img" in shown.value.message
+
+
+def test_the_viewer_refuses_manifest_entries_that_would_escape_or_exhaust(tmp_path):
+    # Before: a model named ../../../outside made the app read files outside the folder; a class id of 10**10
+    # made its colour table exhaust memory.
+    from synthetic.folders import make_folder
+    from viewer.index import load_folder
+
+    folder = make_folder(tmp_path / "out", n_images=3, models=("alpha", "beta"), seed=2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["models"] += [{**manifest["models"][0], "name": "../../../outside"},
+                           {**manifest["models"][0], "name": "ALPHA"}]
+    manifest["classes"] += [{"id": 10**10, "name": "huge", "isthing": True, "color": [1, 2, 3]},
+                            {"id": "7", "name": "text id", "isthing": True, "color": [1, 2, 3]}]
+    manifest["images"].append({"index": -5, "key": "x", "stem": "x", "width": 4, "height": 4})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    index = load_folder(folder)
+    assert index.models == ["alpha", "beta"] and index.n_images == 3
+    assert max(index.classes.names) < 150 and index.classes.palette.shape == (150, 3)
+    refused = [p for p in index.problems if "entry refused" in p]
+    assert len(refused) == 5, refused
+    assert any("../../../outside" in p for p in refused) and any("ALPHA" in p for p in refused)
+    assert [m["name"] for m in index.manifest["models"]] == ["alpha", "beta"]  # the live tab reads these

@@ -28,16 +28,19 @@ from dump.folder import (
     SWEEP,
     FolderError,
     Layout,
+    check_model_name,
+    name_key,
     read_failures,
     read_json_file,
     read_manifest,
 )
-from eomt.classes import ClassTable
+from eomt.classes import ClassInfo, ClassTable
 from metrics import pq
 from metrics.analysis import ANALYSIS_COLUMNS, FLOAT_COLUMNS, AnalysisCounts
 from viewer.markup import text
 
 METRICS = ("pq", "sq", "rq")
+MAX_IMAGES = 10**7  # image indices name files (val_XXXX): any dataset has fewer
 _SHOWN = 5  # names listed per problem before "and N more"
 REINDEX = "python predict_dump.py --out {root} --reindex"  # adds what an older folder lacks
 
@@ -396,15 +399,52 @@ def _count_from_annotations(layout: Layout, images: list[str], models: list[str]
                                f"{_names(names)}")
 
 
-def _read_manifest_entries(root: Path) -> tuple[dict, list[dict], ClassTable, list[str]]:
+def _read_manifest_entries(root: Path, report: _Report) -> tuple[dict, list[dict], ClassTable, list[str]]:
+    """The manifest's images, classes and models that can be used. The manifest comes from whoever wrote the
+    folder: a model name such as ../../x would make the app read files outside it, and a class id of 10**10
+    would make its colour table exhaust memory, so every entry is checked and what is refused is listed."""
     manifest = read_manifest(root)
-    try:
-        entries = sorted(manifest["images"], key=lambda e: int(e["index"]))
-        classes = ClassTable.from_entries(manifest["classes"])
-        models = [str(m["name"]) for m in manifest["models"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise FolderError(f"{root / MANIFEST}: malformed entry ({e!r})") from None
-    return {**manifest, "images": entries}, entries, classes, models
+    if not all(isinstance(manifest[key], list) for key in ("images", "models", "classes")):
+        raise FolderError(f"{root / MANIFEST}: images, models and classes must be lists")
+    entries = _checked(manifest["images"], _image_entry, "image", report)
+    classes = ClassTable(tuple(_checked(manifest["classes"], _class_entry, "class", report)))
+    models = _checked(manifest["models"], _model_entry, "model", report)
+    return ({**manifest, "images": sorted(entries, key=lambda e: e["index"]), "models": models},
+            sorted(entries, key=lambda e: e["index"]), classes, [m["name"] for m in models])
+
+
+def _checked(entries: list, check, what: str, report: _Report) -> list:
+    """The entries `check` accepts (it returns the entry or its parsed form, and raises ValueError naming the
+    problem), without a second entry of the same key; the others become one problem line each."""
+    kept, keys = [], set()
+    for entry in entries:
+        try:
+            value, key = check(entry)
+            if key in keys:
+                raise ValueError(f"a second entry for {key!r}")
+        except (ValueError, TypeError, KeyError) as e:
+            report.problems.append(f"{MANIFEST}: {what} entry refused ({e}): {str(entry)[:120]}")
+            continue
+        keys.add(key)
+        kept.append(value)
+    return kept
+
+
+def _image_entry(entry: dict) -> tuple[dict, int]:
+    index = entry["index"]
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_IMAGES:
+        raise ValueError(f"index must be an integer in 0..{MAX_IMAGES - 1}")
+    return entry, index
+
+
+def _class_entry(entry: dict) -> tuple[ClassInfo, int]:
+    (info,) = ClassTable.from_entries([entry]).classes
+    return info, info.id
+
+
+def _model_entry(entry: dict) -> tuple[dict, str]:
+    name = check_model_name(entry["name"])
+    return entry, name_key(name)
 
 
 def _image_names(entries: list[dict], images: list[str]) -> dict[str, int]:
@@ -433,10 +473,10 @@ def load_folder(root: str | Path) -> FolderIndex:
     root = Path(root).resolve()
     if not root.is_dir():
         raise FolderError(f"{root}: not a folder")
-    manifest, entries, classes, models = _read_manifest_entries(root)
+    report = _Report()
+    manifest, entries, classes, models = _read_manifest_entries(root, report)
     layout = Layout(root, len(entries))
     images = [layout.image_name(int(e["index"])) for e in entries]
-    report = _Report()
 
     available = {source: _availability(layout, source, images, report) for source in [GT, *models]}
     if not available[GT].any():
