@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import html
+import ipaddress
 import sys
 import threading
 from dataclasses import dataclass
@@ -468,6 +469,19 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
                        js=(ASSETS / "app.js").read_text(), show_error=True, footer_links=["api"], **kwargs)
 
 
+def host_warning(host: str) -> str | None:
+    """What to tell someone who makes the server answer other machines: it has no login."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (f"warning: --host {host} serves this folder to every machine that can reach this one, without a login "
+            "(its pictures, metrics and model names, and the live tab runs its models); use --host 127.0.0.1 "
+            "(the default) to keep it on this machine")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Compare segmentation models on an output folder of "
                                                  "predict_dump.py in the browser.")
@@ -486,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"opened {folder.root}: {folder.n_images} images, models {', '.join(folder.models) or 'none'}"
           + (f"; {len(folder.problems)} problem(s), listed on the page" if folder.problems else ""))
+    warning = host_warning(args.host)
+    if warning:
+        print(warning, file=sys.stderr)
     # Unreadable annotation JSONs are not looked for while opening (it would take seconds): look now, aside.
     threading.Thread(target=check_annotations, args=(folder,), daemon=True, name="check-annotations").start()
     launch(build_app(folder), args.host, args.port)

@@ -296,3 +296,36 @@ def test_the_viewer_refuses_manifest_entries_that_would_escape_or_exhaust(tmp_pa
     assert len(refused) == 5, refused
     assert any("../../../outside" in p for p in refused) and any("ALPHA" in p for p in refused)
     assert [m["name"] for m in index.manifest["models"]] == ["alpha", "beta"]  # the live tab reads these
+
+
+@pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("192.168.1.5", True), ("::", True),
+                                          ("127.0.0.1", False), ("localhost", False), ("::1", False)])
+def test_serving_beyond_this_machine_warns(host, warned):
+    import gradio_app
+
+    warning = gradio_app.host_warning(host)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"--host {host}" in warning and "without a login" in warning
+
+
+def test_the_warning_is_printed_when_the_app_starts(index, monkeypatch, capsys):
+    import gradio_app
+
+    monkeypatch.setattr(gradio_app, "launch", lambda demo, host, port: None)  # not a server: just what it says
+    assert gradio_app.main([str(index.root), "--host", "0.0.0.0"]) == 0
+    assert "warning: --host 0.0.0.0 serves this folder" in capsys.readouterr().err
+
+
+def test_a_truncated_input_picture_is_noted_not_sent(tmp_path):
+    # Before: the truncated PNG went to the browser as it was, half a picture without a word.
+    from synthetic.folders import make_folder
+    from viewer.index import load_folder
+    from viewer.panels import photo_png
+
+    folder = make_folder(tmp_path / "out", n_images=2, models=("alpha",), seed=3)
+    path = folder / "val_0001_input.png"
+    path.write_bytes(path.read_bytes()[:-20])
+    index = load_folder(folder)
+    assert photo_png(index, 0)[0] is not None
+    assert photo_png(index, 1) == (None, "input picture val_0001_input.png is truncated")

@@ -165,6 +165,9 @@ def _errors_panel(name: str, gt: LabelMap, pred: LabelMap) -> Panel:
         return Panel(f"{name}: errors", "codes", note=str(e))
 
 
+PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every complete PNG, with its CRC
+
+
 def photo_png(folder, pos: int) -> tuple[bytes | None, str]:
     """The input picture's PNG bytes as the dump wrote them (lossless already: sent as they are), or None and
     a note saying what is wrong."""
@@ -175,6 +178,8 @@ def photo_png(folder, pos: int) -> tuple[bytes | None, str]:
         return None, f"input picture missing ({e.strerror}: {path.name})"
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
         return None, f"input picture {path.name} is not a PNG"
+    if not data.endswith(PNG_END):  # a copy or a write cut short: the browser would show half a picture
+        return None, f"input picture {path.name} is truncated"
     return data, ""
 
 
