@@ -10,7 +10,9 @@ Exit status: 0 when every image of every model is done, 3 when some images faile
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -99,16 +101,36 @@ class _Run:
         return record
 
 
+DATA_SUFFIXES = (".zip", ".jpg", ".jpeg", ".png", ".json", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def data_fingerprint(root: Path, skip: Path | None = None) -> str:
+    """A hash of the names and sizes of the data files under `root` (`skip`: the output folder, when it lies
+    inside). Other data put at the same path changes it, so a rerun does not mix two datasets in one folder."""
+    digest = hashlib.sha256()
+    for folder, subfolders, files in sorted(os.walk(root)):
+        if skip is not None and Path(folder).resolve().is_relative_to(skip):
+            subfolders.clear()
+            continue
+        subfolders.sort()
+        for name in sorted(files):
+            if name.lower().endswith(DATA_SUFFIXES):
+                path = Path(folder) / name
+                digest.update(f"{path.relative_to(root)}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def dataset_identity(dataset, options: DumpOptions) -> dict:
     """What the manifest records of the data, and what a rerun must match to resume into the same folder."""
     root = str(options.data.resolve())
+    fingerprint = data_fingerprint(options.data, options.out.resolve())
     if dataset.name == "ade20k":
         return {"kind": "ade20k", "root": root, "split": options.split, "skip_constant": options.skip_constant,
-                "has_ground_truth": True}
+                "has_ground_truth": True, "fingerprint": fingerprint}
     if dataset.has_ground_truth:
         return {"kind": dataset.name, "root": root, "split": dataset.split, "tasks": sorted(dataset.tasks),
-                "has_ground_truth": True}
-    return {"kind": "images", "root": root, "has_ground_truth": False}
+                "has_ground_truth": True, "fingerprint": fingerprint}
+    return {"kind": "images", "root": root, "has_ground_truth": False, "fingerprint": fingerprint}
 
 
 def dump(options: DumpOptions) -> int:
@@ -171,10 +193,16 @@ def _check_existing(run: _Run, identity: dict) -> dict | None:
         clear_folder(root)
         return None
     previous = read_manifest(root)
-    old = {k: v for k, v in previous["dataset"].items() if k in identity}
-    if old != identity:
-        raise ValueError(f"{root} was written for other data ({previous['dataset']}), not {identity}: choose "
-                         "another --out or pass --overwrite")
+    old = previous["dataset"]
+    # Folders written before fingerprints were recorded resume without that check (and get one now).
+    checked = {k: v for k, v in identity.items() if k != "fingerprint" or k in old}
+    if {k: old.get(k) for k in checked} != checked:
+        if {k: old.get(k) for k in checked if k != "fingerprint"} == {k: v for k, v in checked.items()
+                                                                     if k != "fingerprint"}:
+            raise ValueError(f"{root} was written for the data at {identity['root']}, whose files have changed "
+                             "since (other names or sizes): choose another --out or pass --overwrite")
+        raise ValueError(f"{root} was written for other data ({old}), not {identity}: choose another --out or "
+                         "pass --overwrite")
     old_n = len(previous["images"])
     if Layout(root, old_n).image_name(0) != run.layout.image_name(0):
         raise ValueError(f"{root} holds {old_n} images named with another number of digits than "

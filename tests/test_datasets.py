@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dump.model_specs import ModelSpec
-from dump.run import DumpOptions, dataset_identity
+from dump.run import DumpOptions, data_fingerprint, dataset_identity
 from eomt.classes import ClassInfo, ClassTable
 from segdata.ade20k import ADE20K
 from segdata.cityscapes import Cityscapes
@@ -78,13 +78,14 @@ def test_identity_records_the_dataset(roots):
                           skip_constant=True)
     assert dataset_identity(ade, options) == {
         "kind": "ade20k", "root": str(roots["ade20k"].resolve()), "split": "validation", "skip_constant": True,
-        "has_ground_truth": True}
+        "has_ground_truth": True, "fingerprint": data_fingerprint(roots["ade20k"])}
     city = open_dataset(roots["cityscapes"], "validation")
     options = DumpOptions(out=".", data=roots["cityscapes"], models=(ModelSpec("m", "unused"),),
                           split="validation")
     assert dataset_identity(city, options) == {
         "kind": "cityscapes", "root": str(roots["cityscapes"].resolve()), "split": "val",
-        "tasks": ["panoptic", "semantic"], "has_ground_truth": True}
+        "tasks": ["panoptic", "semantic"], "has_ground_truth": True,
+        "fingerprint": data_fingerprint(roots["cityscapes"])}
 
 
 def test_explicit_ambiguous_and_missing(roots, tmp_path):

@@ -329,3 +329,28 @@ def test_a_truncated_input_picture_is_noted_not_sent(tmp_path):
     index = load_folder(folder)
     assert photo_png(index, 0)[0] is not None
     assert photo_png(index, 1) == (None, "input picture val_0001_input.png is truncated")
+
+
+def test_other_data_at_the_same_path_is_refused(setup, tmp_path, capsys):
+    # Before: the folder's identity was only the data's path, so other data put there was mixed into the folder.
+    data = tmp_path / "ade"
+    shutil.copytree(setup["data"], data)
+    out = tmp_path / "out"
+    args = ["--data", data, "--model", f"m={setup['checkpoint']}", "--out", out]
+    assert run_dump(args) == 0
+    shutil.rmtree(data)
+    write_toy_ade20k(data, N_IMAGES, seed=9)  # the same names, other pictures and sizes
+    assert run_dump(args) == 1
+    assert f"was written for the data at {data.resolve()}, whose files have changed" in capsys.readouterr().err
+    assert run_dump([*args, "--overwrite"]) == 0
+
+
+def test_a_folder_written_before_fingerprints_still_resumes(setup, tmp_path):
+    out = tmp_path / "out"
+    args = ["--data", setup["data"], "--model", f"m={setup['checkpoint']}", "--out", out]
+    assert run_dump(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["dataset"]["fingerprint"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert run_dump(args) == 0
+    assert "fingerprint" in json.loads((out / "manifest.json").read_text())["dataset"]
