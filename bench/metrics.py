@@ -6,6 +6,7 @@ same ADE20K-sized synthetic maps (683x512, 20-40 segments, void and a few crowd 
 checked equal, and images/s of each is printed with the ratio. Pinned to one CPU core where the OS allows.
 
     python bench/metrics.py [--images 16] [--seconds 3]
+    python bench/metrics.py --from-files [--images 500]   # from PNG files: vs panopticapi and hotcoco
 """
 
 from __future__ import annotations
@@ -170,4 +171,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--from-files" in sys.argv:  # scoring COCO panoptic files: bench/metrics_files.py
+        from bench import metrics_files
+        metrics_files.cli(sys.argv[1:], synthetic_pair)
+    else:
+        main()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from metrics import pq
+from metrics import pq, pq_hotcoco
 
 MAX_ID = 256**3 - 1  # three 8-bit channels
 
@@ -50,12 +51,16 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode not in ("RGB", "RGBA", "P"):
                 raise CocoPanopticError(f"{path}: a panoptic PNG must be RGB, this one is mode {image.mode}")
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = image if image.mode == "RGB" else image.convert("RGB")  # drops alpha, expands a palette
+            # PIL holds an RGB pixel as 4 bytes, R, G, B and a pad byte. Read as little-endian uint32 with the pad
+            # masked off, that is the id: one pass, where rgb2id widens and shifts each channel.
+            packed = np.frombuffer(rgb.tobytes("raw", "RGBX"), dtype="<u4")
+            width, height = rgb.size
     except FileNotFoundError:
         raise CocoPanopticError(f"{path}: file not found") from None
     except (OSError, UnidentifiedImageError) as e:
         raise CocoPanopticError(f"{path}: cannot read PNG ({e})") from None
-    return rgb2id(rgb)
+    return (packed & np.uint32(MAX_ID)).view(np.int32).reshape(height, width)
 
 
 def areas_and_bboxes(segment_map: np.ndarray, ids: Sequence[int]) -> tuple[list[int], list[list[int]]]:
@@ -118,16 +123,53 @@ def _categories(gt_json: dict, gt_json_path) -> dict[int, bool]:
         raise CocoPanopticError(f"{gt_json_path}: every category needs 'id' and 'isthing'") from None
 
 
+def _png_path(folder: Path, annotation: dict) -> Path:
+    name = annotation["file_name"]
+    if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CocoPanopticError(f"In the image with ID {annotation['image_id']} file_name {name!r} is not a path "
+                                f"inside {folder}")
+    return folder / name
+
+
+def _image_counts(gt_annotation: dict, pred_annotation: dict, gt_folder: Path, pred_folder: Path,
+                  categories: Mapping[int, bool]) -> dict[int, pq.CategoryCounts]:
+    image_id = gt_annotation["image_id"]
+    for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
+        for segment in annotation["segments_info"]:
+            if segment.get("category_id") not in categories:
+                raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
+                                        f"{segment.get('id')} has unknown category_id {segment.get('category_id')}")
+    gt_map = read_png(_png_path(gt_folder, gt_annotation))
+    pred_map = read_png(_png_path(pred_folder, pred_annotation))
+    try:
+        return pq.image_counts(gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"],
+                               gt_areas_from_json=True)
+    except pq.PanopticFormatError as e:
+        raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
                gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
-               per_image: bool = False) -> dict:
+               per_image: bool = False, workers: int | None = None, engine: str = "auto") -> dict:
     """panopticapi's evaluation of a prediction JSON + PNG folder against a ground truth one.
 
     Returns {"All", "Things", "Stuff": {pq, sq, rq, n}, "per_class": {id: {pq, sq, rq}}} (active categories only),
     plus "per_image": {image_id: {pq, sq, rq, n} or None} when asked. Ground-truth areas come from the JSON, as in
     panopticapi. Raises CocoPanopticError with panopticapi's message for the inputs panopticapi rejects, and for
     two it lets through silently (a gt segment of an unknown category, maps of different sizes).
+
+    engine "auto" has hotcoco count the dataset-level numbers when it is installed and no per-image output is
+    asked (same numbers, bit for bit; see metrics.pq_hotcoco; its threads use every available core). Otherwise,
+    and always with engine "numpy", metrics.pq counts image by image on `workers` threads (default: every
+    available core).
     """
+    if engine not in ("auto", "numpy"):
+        raise ValueError(f"engine must be 'auto' or 'numpy', not {engine!r}")
     gt_json, pred_json = read_json(gt_json_path), read_json(pred_json_path)
     gt_folder = Path(gt_folder) if gt_folder is not None else default_folder(gt_json_path)
     pred_folder = Path(pred_folder) if pred_folder is not None else default_folder(pred_json_path)
@@ -142,30 +184,28 @@ def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLik
     if missing:
         raise CocoPanopticError(f"no prediction for the image with id: {missing[0]}"
                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    pairs = [(a, predictions[a["image_id"]]) for a in gt_json["annotations"]]
 
-    counts_per_image = {}
-    for gt_annotation in gt_json["annotations"]:
-        image_id = gt_annotation["image_id"]
-        pred_annotation = predictions[image_id]
-        for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
-            for segment in annotation["segments_info"]:
-                if segment.get("category_id") not in categories:
-                    raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
-                                            f"{segment.get('id')} has unknown category_id {segment.get('category_id')}")
-        gt_map = read_png(gt_folder / gt_annotation["file_name"])
-        pred_map = read_png(pred_folder / pred_annotation["file_name"])
+    counts = None
+    if engine == "auto" and not per_image:
+        counts = pq_hotcoco.dataset_counts(gt_json_path, pred_json_path, pairs, categories, gt_folder, pred_folder)
+    if counts is None:
+        # Threads overlap well: PNG decoding and numpy's pixel passes release the GIL. Results come back in image
+        # order, and so does the first error (the images not started yet are then dropped).
+        pool = ThreadPoolExecutor(max_workers=max(1, workers or available_cores()))
         try:
-            counts_per_image[image_id] = pq.image_counts(gt_map, gt_annotation["segments_info"], pred_map,
-                                                         pred_annotation["segments_info"], gt_areas_from_json=True)
-        except pq.PanopticFormatError as e:
-            raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
+            per_image_counts = list(pool.map(lambda pair: _image_counts(*pair, gt_folder, pred_folder, categories),
+                                             pairs))
+        finally:
+            pool.shutdown(cancel_futures=True)
+        counts = pq.sum_counts(per_image_counts)
 
-    summary = pq.pq_summary(pq.sum_counts(counts_per_image.values()), categories)
+    summary = pq.pq_summary(counts, categories)
     result = {group: summary[group] for group in ("All", "Things", "Stuff")}
     result["per_class"] = {k: {m: v[m] for m in ("pq", "sq", "rq")} for k, v in summary["per_class"].items()}
     if per_image:
         result["per_image"] = {}
-        for image_id, counts in counts_per_image.items():
-            overall = pq.pq_summary(counts, categories)["All"]
-            result["per_image"][image_id] = overall if overall["n"] else None
+        for (gt_annotation, _), image_counts in zip(pairs, per_image_counts, strict=True):
+            overall = pq.pq_summary(image_counts, categories)["All"]
+            result["per_image"][gt_annotation["image_id"]] = overall if overall["n"] else None
     return result
