@@ -16,6 +16,7 @@
 Pinned to one CPU core where the OS allows; the load average is printed with the figures.
 
     python bench/metrics.py [--only pq|analysis|semantic|ap] [--images 16] [--seconds 3] [--ap-images 500]
+    python bench/metrics.py --from-files [--images 500]   # from PNG files: vs panopticapi and hotcoco
 """
 
 from __future__ import annotations
@@ -370,4 +371,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--from-files" in sys.argv:  # scoring COCO panoptic files: bench/metrics_files.py
+        from bench import metrics_files
+        metrics_files.cli(sys.argv[1:], synthetic_pair)
+    else:
+        main()

@@ -1,5 +1,5 @@
 """python -m metrics GT_JSON PRED_JSON [--gt-folder DIR] [--pred-folder DIR] [--per-image]
-                                     [--errors] [--boundary] [--sizes]
+                                     [--errors] [--boundary] [--sizes] [--workers N] [--engine auto|numpy]
 python -m metrics compare GT_JSON A_JSON B_JSON [--gt-folder DIR] [--a-folder DIR] [--b-folder DIR]
 python -m metrics semantic GT_DIR PRED_DIR (--num-classes N | --classes NAME) [--ignore 255] [--per-image]
 python -m metrics instance GT_JSON RESULTS_JSON [--per-image]
@@ -24,7 +24,7 @@ from metrics.errors import error_table
 
 def _with_analysis(args: argparse.Namespace) -> dict:
     categories, counts, analyses = analyze_files(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder)
-    result = pq_result(counts, categories, args.per_image)
+    result = pq_result(list(counts.items()), categories, args.per_image)
     extra = summaries(pq.sum_counts(counts.values()), sum_analyses(analyses.values()), categories)
     if args.errors:
         result["errors"] = extra["errors"]
@@ -59,12 +59,16 @@ def panoptic_main(argv: list[str]) -> int:
                         help='add "errors": error types and ΔPQ if fixed, overall and per class (and per image)')
     parser.add_argument("--boundary", action="store_true", help='add "boundary": Boundary PQ/SQ/RQ')
     parser.add_argument("--sizes", action="store_true", help='add "sizes": PQ/SQ/RQ of small, medium, large segments')
+    parser.add_argument("--workers", type=int, help="threads for image-by-image counting (default: all cores)")
+    parser.add_argument("--engine", choices=["auto", "numpy"], default="auto",
+                        help="auto: hotcoco counts dataset-level numbers when installed (same numbers); numpy: ours")
     args = parser.parse_args(argv)
     try:
         if args.errors or args.boundary or args.sizes:
             result = _with_analysis(args)
         else:
-            result = pq_compute(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder, args.per_image)
+            result = pq_compute(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder, args.per_image,
+                                args.workers, args.engine)
     except CocoPanopticError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from metrics import pq
+from metrics import pq, pq_hotcoco
 
 MAX_ID = 256**3 - 1  # three 8-bit channels
 
@@ -51,12 +53,16 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode not in ("RGB", "RGBA", "P"):
                 raise CocoPanopticError(f"{path}: a panoptic PNG must be RGB, this one is mode {image.mode}")
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = image if image.mode == "RGB" else image.convert("RGB")  # drops alpha, expands a palette
+            # PIL holds an RGB pixel as 4 bytes, R, G, B and a pad byte. Read as little-endian uint32 with the pad
+            # masked off, that is the id: one pass, where rgb2id widens and shifts each channel.
+            packed = np.frombuffer(rgb.tobytes("raw", "RGBX"), dtype="<u4")
+            width, height = rgb.size
     except FileNotFoundError:
         raise CocoPanopticError(f"{path}: file not found") from None
     except (OSError, UnidentifiedImageError) as e:
         raise CocoPanopticError(f"{path}: cannot read PNG ({e})") from None
-    return rgb2id(rgb)
+    return (packed & np.uint32(MAX_ID)).view(np.int32).reshape(height, width)
 
 
 def areas_and_bboxes(segment_map: np.ndarray, ids: Sequence[int]) -> tuple[list[int], list[list[int]]]:
@@ -119,13 +125,21 @@ def _categories(gt_json: dict, gt_json_path) -> dict[int, bool]:
         raise CocoPanopticError(f"{gt_json_path}: every category needs 'id' and 'isthing'") from None
 
 
-def evaluation_pairs(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
-                     gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
-                     ) -> tuple[dict[int, bool], Iterator[tuple]]:
-    """The categories ({id: isthing}, in the JSON's order) and an iterator over the images of a ground truth and a
-    prediction JSON + PNG folder: (image_id, gt_map, gt_segments, pred_map, pred_segments), in the ground truth's
-    order. The files as a whole are checked at once, each image when it is read, with panopticapi's messages
-    (CocoPanopticError)."""
+@dataclass(frozen=True)
+class Evaluation:
+    """A ground truth and a prediction JSON + PNG folder, checked as a whole: their categories ({id: isthing}, in
+    the JSON's order) and (gt annotation, pred annotation) per image, in the ground truth's order."""
+
+    categories: dict[int, bool]
+    pairs: list[tuple[dict, dict]]
+    gt_folder: Path
+    pred_folder: Path
+
+
+def open_evaluation(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+                    gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
+                    ) -> Evaluation:
+    """Reads and checks both JSONs and the folders, with panopticapi's messages (CocoPanopticError)."""
     gt_json, pred_json = read_json(gt_json_path), read_json(pred_json_path)
     gt_folder = Path(gt_folder) if gt_folder is not None else default_folder(gt_json_path)
     pred_folder = Path(pred_folder) if pred_folder is not None else default_folder(pred_json_path)
@@ -134,28 +148,43 @@ def evaluation_pairs(gt_json_path: str | os.PathLike, pred_json_path: str | os.P
     if not pred_folder.is_dir():
         raise CocoPanopticError(f"Folder {pred_folder} with predicted segmentations doesn't exist")
     categories = _categories(gt_json, gt_json_path)
-
     predictions = {a["image_id"]: a for a in pred_json["annotations"]}
     missing = [a["image_id"] for a in gt_json["annotations"] if a["image_id"] not in predictions]
     if missing:
         raise CocoPanopticError(f"no prediction for the image with id: {missing[0]}"
                                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    pairs = [(a, predictions[a["image_id"]]) for a in gt_json["annotations"]]
+    return Evaluation(categories, pairs, gt_folder, pred_folder)
 
-    def pairs() -> Iterator[tuple]:
-        for gt_annotation in gt_json["annotations"]:
-            image_id = gt_annotation["image_id"]
-            pred_annotation = predictions[image_id]
-            for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
-                for segment in annotation["segments_info"]:
-                    if segment.get("category_id") not in categories:
-                        raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
-                                                f"{segment.get('id')} has unknown category_id "
-                                                f"{segment.get('category_id')}")
-            gt_map = read_png(gt_folder / gt_annotation["file_name"])
-            pred_map = read_png(pred_folder / pred_annotation["file_name"])
-            yield image_id, gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"]
 
-    return categories, pairs()
+def _png_path(folder: Path, annotation: dict) -> Path:
+    name = annotation["file_name"]
+    if not isinstance(name, str) or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CocoPanopticError(f"In the image with ID {annotation['image_id']} file_name {name!r} is not a path "
+                                f"inside {folder}")
+    return folder / name
+
+
+def read_pair(evaluation: Evaluation, gt_annotation: dict, pred_annotation: dict) -> tuple:
+    """(image_id, gt_map, gt_segments, pred_map, pred_segments) of one image, its categories checked."""
+    image_id = gt_annotation["image_id"]
+    for which, annotation in (("ground truth", gt_annotation), ("predicted", pred_annotation)):
+        for segment in annotation["segments_info"]:
+            if segment.get("category_id") not in evaluation.categories:
+                raise CocoPanopticError(f"In the image with ID {image_id} {which} segment with ID "
+                                        f"{segment.get('id')} has unknown category_id {segment.get('category_id')}")
+    gt_map = read_png(_png_path(evaluation.gt_folder, gt_annotation))
+    pred_map = read_png(_png_path(evaluation.pred_folder, pred_annotation))
+    return image_id, gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"]
+
+
+def evaluation_pairs(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+                     gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
+                     ) -> tuple[dict[int, bool], Iterator[tuple]]:
+    """The categories and an iterator of read_pair's tuples over the images, in the ground truth's order (each
+    image checked when it is read)."""
+    evaluation = open_evaluation(gt_json_path, pred_json_path, gt_folder, pred_folder)
+    return evaluation.categories, (read_pair(evaluation, *pair) for pair in evaluation.pairs)
 
 
 @contextmanager
@@ -167,41 +196,73 @@ def in_image(image_id):
         raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
 
 
-def pq_result(counts_per_image: dict, categories: dict[int, bool], per_image: bool = False) -> dict:
-    """pq_compute's result from per-image counts (see pq_compute)."""
-    summary = pq.pq_summary(pq.sum_counts(counts_per_image.values()), categories)
+def _pair_counts(evaluation: Evaluation, pair: tuple[dict, dict]) -> dict[int, pq.CategoryCounts]:
+    image_id, gt_map, gt_segments, pred_map, pred_segments = read_pair(evaluation, *pair)
+    with in_image(image_id):
+        return pq.image_counts(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json=True)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def counts_per_image(evaluation: Evaluation, workers: int | None = None) -> list[tuple[object, dict]]:
+    """[(image_id, pq.image_counts)] of every image, in the ground truth's order, counted on `workers` threads
+    (default: every available core; PNG decoding and numpy's pixel passes release the GIL). The first error in
+    image order is raised, and the images not started yet are dropped."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers or available_cores()))
+    try:
+        counts = list(pool.map(lambda pair: _pair_counts(evaluation, pair), evaluation.pairs))
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return [(gt["image_id"], c) for (gt, _), c in zip(evaluation.pairs, counts, strict=True)]
+
+
+def image_counts_of_files(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
+                          gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
+                          workers: int | None = None) -> tuple[dict[int, bool], dict]:
+    """The categories and {image_id: pq.image_counts} of every image, as pq_compute counts them."""
+    evaluation = open_evaluation(gt_json_path, pred_json_path, gt_folder, pred_folder)
+    return evaluation.categories, dict(counts_per_image(evaluation, workers))
+
+
+def pq_result(per_image: list[tuple[object, dict]], categories: dict[int, bool], with_per_image: bool = False,
+              summed: Mapping[int, pq.CategoryCounts] | None = None) -> dict:
+    """pq_compute's result from [(image_id, counts)] (see pq_compute); `summed`: the counts summed over the
+    images when another engine counted them."""
+    summary = pq.pq_summary(summed if summed is not None else pq.sum_counts(c for _, c in per_image), categories)
     result = {group: summary[group] for group in ("All", "Things", "Stuff")}
     result["per_class"] = {k: {m: v[m] for m in ("pq", "sq", "rq")} for k, v in summary["per_class"].items()}
-    if per_image:
+    if with_per_image:
         result["per_image"] = {}
-        for image_id, counts in counts_per_image.items():
+        for image_id, counts in per_image:
             overall = pq.pq_summary(counts, categories)["All"]
             result["per_image"][image_id] = overall if overall["n"] else None
     return result
 
 
-def image_counts_of_files(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
-                          gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
-                          ) -> tuple[dict[int, bool], dict]:
-    """The categories and {image_id: pq.image_counts} of every image, as pq_compute counts them."""
-    categories, pairs = evaluation_pairs(gt_json_path, pred_json_path, gt_folder, pred_folder)
-    counts_per_image = {}
-    for image_id, gt_map, gt_segments, pred_map, pred_segments in pairs:
-        with in_image(image_id):
-            counts_per_image[image_id] = pq.image_counts(gt_map, gt_segments, pred_map, pred_segments,
-                                                         gt_areas_from_json=True)
-    return categories, counts_per_image
-
-
 def pq_compute(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
                gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
-               per_image: bool = False) -> dict:
+               per_image: bool = False, workers: int | None = None, engine: str = "auto") -> dict:
     """panopticapi's evaluation of a prediction JSON + PNG folder against a ground truth one.
 
     Returns {"All", "Things", "Stuff": {pq, sq, rq, n}, "per_class": {id: {pq, sq, rq}}} (active categories only),
     plus "per_image": {image_id: {pq, sq, rq, n} or None} when asked. Ground-truth areas come from the JSON, as in
     panopticapi. Raises CocoPanopticError with panopticapi's message for the inputs panopticapi rejects, and for
     two it lets through silently (a gt segment of an unknown category, maps of different sizes).
+
+    engine "auto" has hotcoco count the dataset-level numbers when it is installed and no per-image output is
+    asked (same numbers, bit for bit; see metrics.pq_hotcoco; its threads use every available core). Otherwise,
+    and always with engine "numpy", metrics.pq counts image by image on `workers` threads (default: every
+    available core).
     """
-    categories, counts_per_image = image_counts_of_files(gt_json_path, pred_json_path, gt_folder, pred_folder)
-    return pq_result(counts_per_image, categories, per_image)
+    if engine not in ("auto", "numpy"):
+        raise ValueError(f"engine must be 'auto' or 'numpy', not {engine!r}")
+    evaluation = open_evaluation(gt_json_path, pred_json_path, gt_folder, pred_folder)
+    if engine == "auto" and not per_image:
+        summed = pq_hotcoco.dataset_counts(gt_json_path, pred_json_path, evaluation.pairs, evaluation.categories,
+                                           evaluation.gt_folder, evaluation.pred_folder)
+        if summed is not None:
+            return pq_result([], evaluation.categories, summed=summed)
+    return pq_result(counts_per_image(evaluation, workers), evaluation.categories, per_image)

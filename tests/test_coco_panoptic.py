@@ -98,6 +98,26 @@ def test_png_round_trip_and_errors_name_the_file(tmp_path):
         cp.read_png(tmp_path / "junk.png")
 
 
+def test_read_png_drops_alpha_and_expands_palettes(tmp_path):
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, cp.MAX_ID, size=(6, 9))
+    rgba = np.concatenate([cp.id2rgb(ids), rng.integers(0, 256, size=(6, 9, 1), dtype=np.uint8)], axis=-1)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    assert (cp.read_png(tmp_path / "rgba.png") == ids).all()
+    palette = [tuple(c) for c in cp.id2rgb(np.array([0, 70000, 5, cp.MAX_ID])).tolist()]
+    indices = rng.integers(0, 4, size=(5, 3)).astype(np.uint8)
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette([v for c in palette for v in c])
+    image.save(tmp_path / "palette.png")
+    read = cp.read_png(tmp_path / "palette.png")
+    assert read.dtype == np.int32 and read.shape == (5, 3)
+    assert (read == np.array([0, 70000, 5, cp.MAX_ID])[indices]).all()
+    whole = (tmp_path / "rgba.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(cp.CocoPanopticError, match="cut.png: cannot read PNG"):
+        cp.read_png(tmp_path / "cut.png")
+
+
 def test_read_json_keeps_the_document(tmp_path):
     document = {"annotations": [{"image_id": 1, "file_name": "x.png", "segments_info": [
         {"id": 3, "category_id": 7, "iscrowd": 0, "area": 4, "bbox": [1, 2, 3, 4]}]}], "categories": CATEGORIES,

@@ -241,6 +241,32 @@ def test_agrees_with_the_straightforward_implementation_with_crowd_and_void():
     assert pq.image_counts(*case) == bench.straightforward_counts(*case)
 
 
+def test_counts_do_not_depend_on_dtype_layout_or_runs():
+    # Pixels are counted per run of equal (gt, pred) ids along the flattened map: noisy maps (a run per pixel),
+    # every integer dtype, non-contiguous views and single pixels must all count like the dict implementation.
+    bench = load_bench()
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        gt_map, gt_segments, pred_map, pred_segments = random_case(rng, crowd=True, void=True)
+        expected = bench.straightforward_counts(gt_map, gt_segments, pred_map, pred_segments)
+        for dtype in (np.uint8, np.uint16, np.int16, np.uint32, np.int64, np.uint64):
+            assert pq.image_counts(gt_map.astype(dtype), gt_segments, pred_map.astype(dtype), pred_segments) \
+                == expected
+        transposed = pq.image_counts(gt_map.T.copy().T, gt_segments, pred_map.T.copy().T, pred_segments)
+        assert transposed == expected  # Fortran-ordered arrays, same pixels
+        assert pq.image_counts(gt_map.T, gt_segments, pred_map.T, pred_segments) == \
+            bench.straightforward_counts(gt_map.T, gt_segments, pred_map.T, pred_segments)
+    noise = rng.integers(0, 4, size=(16, 16))  # ids change at nearly every pixel
+    segments = [seg(i, i % 2) for i in (1, 2, 3)]
+    assert pq.image_counts(noise, segments, noise[::-1].copy(), segments) == \
+        bench.straightforward_counts(noise, segments, noise[::-1].copy(), segments)
+    assert counts([[1]], [seg(1, 5)], [[1]], [seg(1, 5)]) == {5: C(tp=1, iou_sum=1.0, gt_segments=1,
+                                                                    pred_segments=1)}
+    match = pq.match_image(np.array([[0, 1, 1, 7]]), [seg(1, 5)], np.array([[2, 2, 2, 2]]), [seg(2, 5)])
+    assert match.matrix.tolist() == [[0, 1, 0], [0, 2, 0], [0, 1, 0]]  # void, gt 1, unlisted gt 7 x pred 2
+    assert match.matrix.dtype == np.int64
+
+
 def test_agrees_with_torchmetrics_without_crowd_or_void():
     torch = pytest.importorskip("torch")
     from torchmetrics.detection import PanopticQuality
