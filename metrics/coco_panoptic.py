@@ -8,6 +8,7 @@ panopticapi's `pq_compute(gt_json, pred_json, gt_folder, pred_folder)`. `pq_comp
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -103,10 +104,42 @@ def read_json(path: str | os.PathLike) -> dict:
         raise CocoPanopticError(f"{path}: not a readable JSON file ({e})") from None
     if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):
         raise CocoPanopticError(f"{path}: a COCO panoptic JSON needs an 'annotations' list")
-    for annotation in document["annotations"]:
+    for number, annotation in enumerate(document["annotations"]):
         if not isinstance(annotation, dict) or not {"image_id", "file_name", "segments_info"} <= annotation.keys():
             raise CocoPanopticError(f"{path}: every annotation needs 'image_id', 'file_name' and 'segments_info'")
+        _check_annotation(path, number, annotation)
     return document
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_annotation(path, number: int, annotation: dict) -> None:
+    """The field types evaluation relies on, each wrong one a one-line error naming the file, the image and the
+    field. panopticapi checks none of them: it crashes with a traceback, or (a string "area") computes nonsense."""
+    image_id = annotation["image_id"]
+    if not (_is_integer(image_id) or isinstance(image_id, str)):
+        raise CocoPanopticError(f"{path}: annotation {number}: 'image_id' must be an integer or a string, got "
+                                f"{image_id!r}")
+    where = f"{path}: image {image_id!r}"
+    if not isinstance(annotation["file_name"], str):
+        raise CocoPanopticError(f"{where}: 'file_name' must be a string, got {annotation['file_name']!r}")
+    segments = annotation["segments_info"]
+    if not isinstance(segments, list) or not all(isinstance(s, dict) for s in segments):
+        raise CocoPanopticError(f"{where}: 'segments_info' must be a list of segments, got {str(segments)[:80]}")
+    for k, segment in enumerate(segments):
+        for field in ("id", "category_id"):
+            if not _is_integer(segment.get(field)):
+                raise CocoPanopticError(f"{where}: segments_info[{k}]: '{field}' must be an integer, got "
+                                        f"{segment.get(field, 'nothing')!r}")
+        if segment.get("iscrowd", 0) not in (0, 1) or isinstance(segment.get("iscrowd"), bool):
+            raise CocoPanopticError(f"{where}: segments_info[{k}]: 'iscrowd' must be 0 or 1, got "
+                                    f"{segment['iscrowd']!r}")
+        area = segment.get("area", 0)
+        if not isinstance(area, int | float) or isinstance(area, bool) or not math.isfinite(area) or area < 0:
+            raise CocoPanopticError(f"{where}: segments_info[{k}]: 'area' must be a non-negative number, got "
+                                    f"{area!r}")
 
 
 def default_folder(json_path: str | os.PathLike) -> Path:

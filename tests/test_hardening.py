@@ -354,3 +354,31 @@ def test_a_folder_written_before_fingerprints_still_resumes(setup, tmp_path):
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert run_dump(args) == 0
     assert "fingerprint" in json.loads((out / "manifest.json").read_text())["dataset"]
+
+
+MALFORMED = [  # (what the file says, the field the one-line error must name)
+    (lambda d: d["annotations"][1].update(segments_info={"id": 5}), "image 2: 'segments_info' must be a list"),
+    (lambda d: d["annotations"][1]["segments_info"][0].pop("id"), "image 2: segments_info[0]: 'id' must be"),
+    (lambda d: d["annotations"][1].update(image_id=[2]), "annotation 1: 'image_id' must be an integer or a string"),
+    (lambda d: d["annotations"][1]["segments_info"][0].update(area=float("nan")), "segments_info[0]: 'area'"),
+    (lambda d: d["annotations"][1]["segments_info"][0].update(area="12"), "segments_info[0]: 'area' must be"),
+    (lambda d: d["annotations"][1]["segments_info"][0].update(iscrowd=True), "segments_info[0]: 'iscrowd' must"),
+]
+
+
+@pytest.mark.parametrize("change, message", MALFORMED)
+def test_malformed_panoptic_files_are_one_line_errors(tmp_path, change, message):
+    # Before: tracebacks, or (a string area) PQ 1.035.
+    from test_coco_panoptic import write_dataset
+
+    gt_json, pred_json = write_dataset(tmp_path)
+    for path in (gt_json, pred_json):
+        document = json.loads(path.read_text())
+        change(document)
+        path.write_text(json.dumps(document, allow_nan=True))
+        result = subprocess.run([sys.executable, "-m", "metrics", gt_json, pred_json], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and result.stdout == "", result.stdout
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and message in lines[0], result.stderr
+        gt_json, pred_json = write_dataset(tmp_path)  # the other file broken alone next

@@ -4,6 +4,7 @@ would part (input hotcoco reads differently, errors); pq_compute's image-by-imag
 from __future__ import annotations
 
 import json
+import re
 
 import hotcoco  # noqa: F401 -- a requirement: without it these tests must fail, not skip
 import numpy as np
@@ -141,7 +142,13 @@ def test_input_read_differently_goes_to_metrics_pq(tmp_path, change):
     change(gt, pred)
     gt_json.write_text(json.dumps(gt))
     pred_json.write_text(json.dumps(pred))
-    pairs = pairs_of(gt_json, pred_json)
+    try:
+        pairs = pairs_of(gt_json, pred_json)
+    except cp.CocoPanopticError as refused:  # refused as malformed before any engine sees it (a float id)
+        for engine in ("auto", "numpy"):
+            with pytest.raises(cp.CocoPanopticError, match=re.escape(str(refused))):
+                cp.pq_compute(gt_json, pred_json, engine=engine)
+        return
     assert not pq_hotcoco.plain_input(pairs, ISTHING)
     assert pq_hotcoco.dataset_counts(gt_json, pred_json, pairs, ISTHING, tmp_path / "gt", tmp_path / "pred") is None
     outcomes = []
