@@ -34,6 +34,8 @@ NO_FOLDER = (
     "then open it with\n"
     "    python gradio_app.py DIR"
 )
+UPLOAD_LIMIT = "25mb"  # the live tab's uploads; their pixels are capped separately (viewer/live.py)
+LIVE_RESULT_SECONDS = 1800  # a session's last live result is dropped after this, whether or not the tab is open
 CONCURRENT_EVENTS = 4  # handlers are numpy and PNG encoding; more threads than this only queue on 2-4 cores
 # The browser restyles a panel grid (mode, opacity, borders) without a round trip; see assets/app.js.
 RESTYLE_JS = "(mode, opacity, borders) => {{ window.vwStyle('{selector}', mode, opacity, borders); }}"
@@ -431,11 +433,12 @@ def _thresholds_view(folder: FolderIndex, thresholds_tab: gr.Tab, ds_models) -> 
 
 def _live_tab(folder: FolderIndex) -> None:
     live_models = live.available_models(folder)
-    result = gr.State(None)
+    result = gr.State(None, time_to_live=LIVE_RESULT_SECONDS)
     gr.Markdown("Run a model of this folder on an image of your own. Only models whose checkpoint is on this "
                 "machine can run. " + live.unavailable_note(folder))
     with gr.Row():
-        photo = gr.Image(type="numpy", label="Image", image_mode="RGB", height=260, elem_id="vw-live-image")
+        # A file path, decoded by the handler: it checks the size from the header first (live.load_photo).
+        photo = gr.Image(type="filepath", image_mode=None, label="Image", height=260, elem_id="vw-live-image")
         with gr.Column():
             chosen = gr.CheckboxGroup(live_models, value=live_models[:1], label="Models available locally")
             run_button = gr.Button("Run", variant="primary", interactive=bool(live_models))
@@ -465,7 +468,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, **
     """Starts the server: loopback unless told otherwise, never a public share link. The folder's files are not
     served as files at all (pictures are embedded in the page), so nothing outside it can be reached."""
     demo.queue(default_concurrency_limit=CONCURRENT_EVENTS)
-    return demo.launch(server_name=host, server_port=port, share=False, css_paths=[ASSETS / "app.css"],
+    return demo.launch(server_name=host, server_port=port, share=False, max_file_size=UPLOAD_LIMIT,
+                       css_paths=[ASSETS / "app.css"],
                        js=(ASSETS / "app.js").read_text(), show_error=True, footer_links=["api"], **kwargs)
 
 

@@ -402,6 +402,10 @@ def live_run(folder: FolderIndex, photo, models: list[str]) -> tuple[live.LiveRe
         raise UserError("Upload an image first.")
     if not models:
         raise UserError("Choose at least one model whose checkpoint is available locally.")
+    try:
+        photo = live.load_photo(photo)
+    except ValueError as e:
+        raise UserError(f"{str(e)[0].upper()}{str(e)[1:]}.") from None
     result = live.run_models(folder, models, photo)
     return result, "Ran " + ", ".join(f"{text(m)}: {s:.1f} s" for m, s in result.seconds.items()) + "."
 

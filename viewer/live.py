@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from eomt.images import MAX_PIXELS, check_size, to_rgb_array, to_rgb_image
 from viewer.labelmaps import LabelMap, label_map
 from viewer.markup import text
 
 _MODELS_KEPT = 2  # an EoMT-L is ~1.3 GB in fp32
+# Uploads are predicted and shown at most this long: a session keeps the photo and one map per model, so its memory
+# stays bounded (about 30 MB per model) whatever the upload.
+LIVE_MAX_SIDE = 1600
 _models: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
@@ -78,6 +84,27 @@ def _load(folder, model: str):
 def prediction_labels(result) -> LabelMap:
     """A LabelMap from a predictor's panoptic result, in the COCO ids the dump writes."""
     return label_map(*result.coco())
+
+
+def load_photo(source) -> np.ndarray:
+    """An upload (a file path, or an array) as an RGB array at most LIVE_MAX_SIDE long, ValueError for one that
+    is not an image or has more than MAX_PIXELS (known from the header, before decoding): a 2 MB PNG can hold
+    12000 x 12000 pixels, and predicting at full size kept gigabytes per session."""
+    if isinstance(source, np.ndarray):
+        image = Image.fromarray(to_rgb_array(source))
+    else:
+        try:
+            with warnings.catch_warnings():  # the size is checked here
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(source)
+        except (OSError, Image.DecompressionBombError) as e:
+            raise ValueError(f"the uploaded file is not an image this app can read ({type(e).__name__})") from None
+        check_size(image.width, image.height, MAX_PIXELS, "the uploaded image")
+        image.draft("RGB", (LIVE_MAX_SIDE, LIVE_MAX_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale right away
+    if max(image.size) > LIVE_MAX_SIDE:
+        image = to_rgb_image(image)
+        image.thumbnail((LIVE_MAX_SIDE, LIVE_MAX_SIDE), Image.BILINEAR)
+    return to_rgb_array(image)
 
 
 def run_models(folder, models: list[str], photo: np.ndarray) -> LiveResult:
