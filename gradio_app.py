@@ -23,6 +23,7 @@ import pandas as pd
 
 from dump.folder import GT, FolderError
 from viewer import analysis, events, filters, live, navigation
+from viewer.cache import SharedResults
 from viewer.events import NO_PIXEL, Display
 from viewer.index import FolderIndex, check_annotations, load_folder, summary_markdown
 
@@ -65,6 +66,13 @@ def _for_user(handler):
         except events.UserError as e:  # Gradio renders the message as HTML: show it as text
             raise gr.Error(html.escape(str(e))) from None
     return wrapped
+
+
+def _rendered(outputs: dict) -> dict:
+    """Each output in the form Gradio sends to the browser (charts drawn, tables serialised). A shared result is
+    rendered once, here, instead of once per session, and nothing shared is rendered by two threads at once
+    (matplotlib figures and pandas Stylers are not thread-safe)."""
+    return {component: component.postprocess(value) for component, value in outputs.items()}
 
 
 def _folder_title(folder: FolderIndex) -> str:
@@ -319,11 +327,22 @@ def _classes_view(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, inpu
                                    interactive=False, max_height=420)
     confusion_file = gr.File(label="CSV", visible=False)
 
+    pages = SharedResults()  # the same query gives the same page to every session
+
     def on_update(view_value, *values):
-        result = events.dataset_page(folder, view_value, query(*values))
-        return {ds_summary: result.summary, ds_summary_plot: result.summary_chart,
-                ds_metric_plot: result.metric_chart, ds_delta_plot: result.delta_chart, ds_table: result.table,
-                ds_intervals: result.intervals, ds_status: result.status}
+        chosen = query(*values)
+
+        def page() -> dict:
+            result = events.dataset_page(folder, view_value, chosen)
+            return _rendered({ds_summary: result.summary, ds_summary_plot: result.summary_chart,
+                              ds_metric_plot: result.metric_chart, ds_delta_plot: result.delta_chart,
+                              ds_table: result.table, ds_intervals: result.intervals, ds_status: result.status})
+
+        return pages.get(chosen.key(view_value), page)
+
+    # Every session opening the tab first asks for the default page: have it ready before the first one does.
+    defaults = [component.value for component in inputs]
+    threading.Thread(target=on_update, args=defaults, daemon=True, name="dataset-default-page").start()
 
     def on_confusion(view_value, chosen, scope, progress=gr.Progress()):  # noqa: B008 (how Gradio asks for a bar)
         table, path = events.confusion(folder, view_value, events.chosen_models(folder, chosen), scope,
@@ -332,7 +351,7 @@ def _classes_view(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, inpu
 
     gr.on([ds_button.click, dataset_tab.select], on_update, inputs,
           [ds_summary, ds_intervals, ds_summary_plot, ds_metric_plot, ds_delta_plot, ds_table, ds_status],
-          api_name="dataset")
+          api_name="dataset", postprocess=False)  # _rendered did it, once for every session
     ds_export_button.click(
         lambda view_value, *values: gr.File(events.export_dataset(folder, view_value, query(*values)),
                                             visible=True), inputs, [ds_export_files], api_name="export_dataset")

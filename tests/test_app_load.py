@@ -1,10 +1,14 @@
-"""Load: 20 gradio_client sessions step through images at once for 30 s; no error, each sees its own image."""
+"""Load: 20 gradio_client sessions browse at once for 30 s (jump, next, the Dataset tab); no error, each sees its
+own image. The latency of every endpoint is printed as p50 / p95 (measured, not asserted: wall-clock time depends
+on the machine)."""
 
 from __future__ import annotations
 
 import random
+import statistics
 import threading
 import time
+from collections import defaultdict
 
 import pytest
 from gradio_client import Client
@@ -16,6 +20,7 @@ SESSIONS = 20
 SECONDS = 30.0
 MODELS = ["alpha", "beta"]
 CONTROLS = (MODELS, "labels", 0.6, True, True, True, "alpha", "beta")
+DATASET = (MODELS, "PQ", "all", "all", "alpha", "beta", "none", 0.1)  # the Dataset tab's controls
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +30,34 @@ def app(tmp_path_factory):
         yield url
 
 
-def browse(url: str, seed: int, deadline: float, results: dict) -> None:
-    """One user: jumps to a random image, checks it is the one shown, steps forward, checks again."""
+def browse(url: str, seed: int, deadline: float, results: dict, latencies: dict) -> None:
+    """One user: jumps to a random image, checks it is the one shown, steps forward, checks again; every third
+    round opens the Dataset tab."""
     rng = random.Random(seed)
     steps, wrong, errors = 0, [], []
+
+    def timed(endpoint: str, *args):
+        started = time.perf_counter()
+        out = client.predict(*args, api_name=endpoint)
+        latencies[endpoint].append(time.perf_counter() - started)
+        return out
+
     try:
         client = Client(url, verbose=False)
-        client.predict(*CONTROLS, api_name="/load")
+        timed("/load", *CONTROLS)
         while time.monotonic() < deadline:
             wanted = rng.randrange(0, 29)
-            name, _, panels, *_ = client.predict(f"val_{wanted:04d}", *CONTROLS, api_name="/jump")
+            name, _, panels, *_ = timed("/jump", f"val_{wanted:04d}", *CONTROLS)
             if name != f"val_{wanted:04d}" or f'data-image="val_{wanted:04d}"' not in panels:
                 wrong.append((wanted, name))
-            name, _, panels, *_ = client.predict(*CONTROLS, api_name="/next")
+            name, _, panels, *_ = timed("/next", *CONTROLS)
             if name != f"val_{wanted + 1:04d}" or f'data-image="val_{wanted + 1:04d}"' not in panels:
                 wrong.append((wanted + 1, name))
             steps += 2
+            if steps % 6 == 0:
+                summary, *_ = timed("/dataset", *DATASET)
+                if summary["headers"][0] != "model":
+                    wrong.append(("dataset", summary["headers"]))
     except Exception as e:  # reported below with the session it happened in
         errors.append(repr(e))
     results[seed] = (steps, wrong, errors)
@@ -48,8 +65,10 @@ def browse(url: str, seed: int, deadline: float, results: dict) -> None:
 
 def test_twenty_concurrent_sessions_keep_their_own_image(app):
     results: dict = {}
+    latencies: dict[str, list[float]] = defaultdict(list)
     deadline = time.monotonic() + SECONDS
-    threads = [threading.Thread(target=browse, args=(app, seed, deadline, results)) for seed in range(SESSIONS)]
+    threads = [threading.Thread(target=browse, args=(app, seed, deadline, results, latencies))
+               for seed in range(SESSIONS)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -60,4 +79,8 @@ def test_twenty_concurrent_sessions_keep_their_own_image(app):
         assert wrong == [], f"session {seed} saw another image: {wrong}"
         assert steps >= 2, f"session {seed} made no step"
     total = sum(steps for steps, _, _ in results.values())
-    print(f"{SESSIONS} sessions, {total} image views in {SECONDS:.0f} s")
+    print(f"\n{SESSIONS} sessions, {total} image views in {SECONDS:.0f} s")
+    for endpoint, seconds in sorted(latencies.items()):
+        p50, p95 = statistics.median(seconds), statistics.quantiles(seconds, n=20)[-1] if len(seconds) > 1 else 0
+        print(f"  {endpoint:<9} {len(seconds):4d} calls   p50 {p50:6.2f} s   p95 {p95:6.2f} s")
+    assert len(latencies["/dataset"]) >= SESSIONS  # the Dataset tab was under load too

@@ -222,6 +222,12 @@ class DatasetQuery:
     def positions(self, view: dict):
         return view["positions"] if self.scope == "list" else None
 
+    def key(self, view: dict) -> tuple:
+        """What the pages this query makes depend on: the controls and, for the current list, its images."""
+        positions = self.positions(view)
+        return (tuple(self.models), self.metric, self.scope, self.kind, self.model_a, self.model_b,
+                self.class_filter, self.value, None if positions is None else tuple(positions))
+
     def pair(self) -> tuple[str, str] | None:
         """The two models A and B when they are two different chosen ones."""
         chosen = [m for m in (self.model_a, self.model_b) if m in self.models]
