@@ -409,3 +409,16 @@ def test_the_server_caps_uploads(app):
     with urllib.request.urlopen(f"{app}/config", timeout=30) as response:
         config = json.load(response)
     assert config["max_file_size"] == 25 * 1024 * 1024
+
+
+def test_training_into_an_unwritable_place_is_one_line(tmp_path, capsys):
+    from segdata.scenes import write_scenes
+    from training.__main__ import main as train_main
+
+    data = write_scenes(tmp_path / "scenes", num_train=4, num_val=1, seed=1)
+    (tmp_path / "run").write_text("a file where the run folder should be")
+    code = train_main(["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2",
+                       "--depth", "2", "--dim", "32", "--heads", "2", "--img-size", "32", "--num-queries", "4",
+                       "--num-blocks", "1", "--workers", "0", "--no-progress", "--val-limit", "0"])
+    err = error_lines(capsys.readouterr().err)
+    assert code == 1 and len(err) == 1 and err[0].startswith(f"training: {tmp_path / 'run'}"), err

@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"training: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # the run folder: read-only, a full disk, a file where a folder should be
+        path = err.filename2 or err.filename
+        print(f"training: {path}: {err.strerror}" if path and err.strerror else f"training: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
