@@ -22,9 +22,7 @@ Pinned to one CPU core where the OS allows; the load average is printed with the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import io
 import os
 import sys
 import time
@@ -271,21 +269,6 @@ def coco_case(n_images: int, detections: int = 100, seed: int = 0, height: int =
     return gt, results
 
 
-def pycocotools_ap(gt, results):
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator.stats
-
-
 def faster_coco_eval_ap(gt, results):
     from faster_coco_eval import COCO, COCOeval_faster
 
@@ -303,7 +286,7 @@ def bench_ap(args) -> None:
           f"{len(results)} detections")
     seconds = {}
     for name, function in (("metrics.instance.mask_ap (hotcoco)", lambda: instance.mask_ap(gt, results)),
-                           ("pycocotools COCOeval", lambda: pycocotools_ap(gt, results)),
+                           ("pycocotools COCOeval", lambda: instance.pycocotools_evaluation(gt, results).stats),
                            ("faster-coco-eval", lambda: faster_coco_eval_ap(gt, results))):
         start = time.perf_counter()
         outcome = function()

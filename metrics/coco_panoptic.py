@@ -93,15 +93,20 @@ def areas_and_bboxes(segment_map: np.ndarray, ids: Sequence[int]) -> tuple[list[
     return area_list, bbox_list
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    """A COCO panoptic JSON, checked for the keys evaluation needs."""
+def load_json(path: str | os.PathLike, error: type[ValueError] = ValueError):
+    """The parsed JSON file; `error` naming the file when it is missing or not JSON."""
     try:
         with open(path, encoding="utf-8") as f:
-            document = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
-        raise CocoPanopticError(f"{path}: file not found") from None
+        raise error(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CocoPanopticError(f"{path}: not a readable JSON file ({e})") from None
+        raise error(f"{path}: not a readable JSON file ({e})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A COCO panoptic JSON, checked for the keys evaluation needs."""
+    document = load_json(path, CocoPanopticError)
     if not isinstance(document, dict) or not isinstance(document.get("annotations"), list):
         raise CocoPanopticError(f"{path}: a COCO panoptic JSON needs an 'annotations' list")
     for number, annotation in enumerate(document["annotations"]):

@@ -16,6 +16,7 @@ images, and the conversions that let any prediction be scored as instances.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -199,3 +200,20 @@ def total_counts(per_category: Mapping[int, MatchCounts]) -> MatchCounts:
     for c in per_category.values():
         total = total + c
     return total
+
+
+def pycocotools_evaluation(gt_document: dict, results: list[dict]):
+    """pycocotools' own COCOeval(iouType="segm") on the same input, evaluated and summarised (its printout
+    swallowed): the reference `mask_ap` is checked and timed against."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO()
+        ground_truth.dataset = copy.deepcopy(gt_document)
+        ground_truth.createIndex()
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(copy.deepcopy(results)), "segm")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation

@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from metrics import instance
+from metrics.coco_panoptic import load_json
 
 
 class InputError(ValueError):
@@ -23,13 +24,7 @@ class InputError(ValueError):
 
 
 def _load(path: Path, kind: type, what: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a readable JSON file ({e})") from None
+    document = load_json(path, InputError)
     if not isinstance(document, kind):
         raise InputError(f"{path}: {what}")
     return document

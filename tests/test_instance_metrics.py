@@ -3,30 +3,13 @@ hand-computed cases for the rules that change numbers."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from metrics import instance
 from synthetic.coco import instances_document, toy_images
-
-
-def pycocotools_eval(gt: dict, results: list[dict]) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = copy.deepcopy(gt)
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(copy.deepcopy(results)), "segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
 
 
 def shifted(mask: np.ndarray, rng) -> np.ndarray:
@@ -63,7 +46,7 @@ def case():
 
 def assert_same_as_pycocotools(gt, results):
     ours = instance.mask_ap(gt, results)
-    reference = pycocotools_eval(gt, results)
+    reference = instance.pycocotools_evaluation(gt, results)
     for name, value in zip(instance._STATS, reference.stats, strict=True):
         assert ours[name] == (None if value < 0 else pytest.approx(value, abs=1e-12)), name
     precision = reference.eval["precision"][:, :, :, 0, -1]
@@ -156,7 +139,7 @@ def pycocotools_image_counts(evaluator: COCOeval, threshold_index: int):
 
 def test_image_counts_match_cocoeval(case):
     gt, results = case
-    evaluator = pycocotools_eval(gt, results)
+    evaluator = instance.pycocotools_evaluation(gt, results)
     for threshold, t_index in ((0.5, 0), (0.75, 5)):
         expected = pycocotools_image_counts(evaluator, t_index)
         ours = {}
