@@ -161,7 +161,7 @@ def test_without_a_folder_it_opens_the_demo(tmp_path, monkeypatch):
     folder = gradio_app.default_folder()
     assert folder.parent == tmp_path / "cache"
     index = load_folder(folder)
-    assert index.n_images == 2 and index.models == list(demo.DEMO_MODELS)
+    assert index.n_images == 2 and index.models == list(demo.folder_models())
 
 
 def test_without_a_folder_or_demo_checkpoints_it_says_how_to_make_a_folder(tmp_path):
