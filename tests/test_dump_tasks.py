@@ -350,6 +350,13 @@ def test_dinov3_delta_checkpoint_with_its_backbone(scenes_data, tmp_path, capsys
     model = eomt.load_model(tmp_path / "delta.bin", config=config, backbone_weights=tmp_path / "dinov3")
     result = eomt.Predictor(model).panoptic(ADE20K(scenes_data).read_image(0))
     assert np.array_equal(read_png(Layout(out, 2).panoptic_png("val_0000", "d")), result.coco()[0])
+    # The app's live tab loads it with the backbone the manifest records.
+    from viewer import live
+    from viewer.index import load_folder
+
+    labels = live.run_models(load_folder(out), ["d"], np.asarray(ADE20K(scenes_data).read_image(0))).labels["d"]
+    assert not isinstance(labels, str), labels
+    assert np.array_equal(labels.segment_map, result.coco()[0])
     # A rerun must name the same backbone; without one the delta file does not load.
     capsys.readouterr()
     assert run_dump(["--data", scenes_data, "--model", delta, "--limit", "2", "--out", out]) == \

@@ -503,8 +503,9 @@ def _availabilities(layout: Layout, images: list[str], tasks: dict[str, str], tr
 
 def _task_counts(classes: ClassTable, n_images: int, tasks: dict[str, str], semantic: pd.DataFrame,
                  instance: pd.DataFrame, instances: dict[str, np.ndarray]) -> None:
-    """Class filters on every task: a semantic model's classes are those it predicts pixels of, an instance
-    model's its instances scored from PRESENCE_SCORE; the ground truth holds a class when any task's does."""
+    """Class filters on every task: a semantic model's classes are those it predicts on labelled pixels (what
+    semantic_stats.csv counts), an instance model's its thing instances scored from PRESENCE_SCORE; the ground
+    truth holds a class when any task's does."""
     truth = [task_stats.presence(semantic, "gt_pixels", classes, n_images, None, cap=1),
              task_stats.presence(instance, "gt_instances", classes, n_images, None)]
     instances[GT] = np.maximum.reduce([instances[GT], *truth])
