@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from dump import records
 from dump.folder import (
@@ -29,6 +30,7 @@ from eomt.render import render_panoptic, segments_to_class_map
 from metrics import pq
 from metrics.analysis import ImageAnalysis, analyze_image
 from metrics.coco_panoptic import areas_and_bboxes, read_png
+from metrics.instance import annotation_rle
 from metrics.semantic import IGNORE
 from segdata.ade20k import DatasetError
 
@@ -81,9 +83,8 @@ def write_data(writing: Writing, index: int, dataset) -> None:
         image = {"id": image_id, "file_name": writing.keys[index], "width": sample.image.width,
                  "height": sample.image.height}
         atomic.write_json(layout.instance_json(image_name, GT), records.instance_gt_record(image, annotations))
-    if sample.segment_map is None:  # semantic ground truth only: its render has borders between classes
-        class_map = np.where(sample.semantic == IGNORE, -1, sample.semantic).astype(np.int32)
-        atomic.write_png(layout.target_png(image_name), render_panoptic(class_map, None, writing.colors))
+    if sample.segment_map is None:
+        _write_target_without_panoptic(writing, image_name, sample)
         return
     class_map = segments_to_class_map(sample.segment_map, sample.segments)
     atomic.write_png(layout.target_png(image_name), render_panoptic(class_map, sample.segment_map, writing.colors))
@@ -93,6 +94,21 @@ def write_data(writing: Writing, index: int, dataset) -> None:
                      for s in sample.segments]
     write_annotation(layout, image_name, GT, {"image_id": index, "file_name": f"{image_name}.png",
                                               "segments_info": segments_info})
+
+
+def _write_target_without_panoptic(writing: Writing, image_name: str, sample) -> None:
+    """The render of a semantic ground truth (borders between classes), else of the instances (COCO without its
+    panoptic annotations): painted largest first, so that smaller objects stay visible."""
+    if sample.semantic is not None:
+        class_map = np.where(sample.semantic == IGNORE, -1, sample.semantic).astype(np.int32)
+        atomic.write_png(writing.layout.target_png(image_name), render_panoptic(class_map, None, writing.colors))
+        return
+    height, width = sample.image.height, sample.image.width
+    instances = [{"mask": mask_utils.decode(annotation_rle(a["segmentation"], height, width)).astype(bool),
+                  "category_id": a["category_id"], "score": 1.0 / (1.0 + float(a["area"]))} for a in sample.instances]
+    segment_map, segments = records.paint_instances(instances, (height, width), 0.0)
+    class_map = segments_to_class_map(segment_map, segments)
+    atomic.write_png(writing.layout.target_png(image_name), render_panoptic(class_map, segment_map, writing.colors))
 
 
 def prediction_done(layout: Layout, image: str, model: str, sweep: SweepGrid | None = None,

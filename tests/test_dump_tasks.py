@@ -365,3 +365,25 @@ def test_dinov3_delta_checkpoint_with_its_backbone(scenes_data, tmp_path, capsys
     assert run_dump(["--data", scenes_data, "--model", delta, "--limit", "2", "--out", out, "--backbone-weights",
                      f"d={tmp_path / 'dinov3' / 'model.safetensors'}"]) == predict_dump.EXIT_REFUSED
     assert "use another name or --overwrite" in capsys.readouterr().err
+
+
+def test_coco_with_instance_annotations_only(coco_folder, tmp_path, capsys):
+    from segdata.coco import PANOPTIC_ZIP
+
+    data, out = coco_folder
+    shutil.copytree(data, tmp_path / "coco")
+    (tmp_path / "coco" / PANOPTIC_ZIP).unlink()
+    ins, pan = out.parent / "ins.safetensors", out.parent / "pan.safetensors"
+    only = tmp_path / "out"
+    assert run_dump(["--data", tmp_path / "coco", "--model", f"ins={ins}", "--out", only]) == 0
+    manifest = read_manifest(only)
+    assert manifest["dataset"]["ground_truth_tasks"] == ["instance"] and len(manifest["classes"]) == 80
+    assert (only / "val_0000_target.png").exists() and not (only / "semantic" / "gt").exists()
+    # The same instance files as with the panoptic annotations beside them.
+    for name in ("instance/gt.json", "instance/ins.json"):
+        assert (only / name).read_bytes() == (out / name).read_bytes(), name
+    assert csv_rows(only / "instance_stats.csv") == [r for r in csv_rows(out / "instance_stats.csv") if r["model"] == "ins"]
+    capsys.readouterr()
+    assert run_dump(["--data", tmp_path / "coco", "--model", f"pan={pan}", "--out", tmp_path / "refused"]) == \
+        predict_dump.EXIT_REFUSED
+    assert "model 'pan' (panoptic) predicts 133 classes, the data has 80" in capsys.readouterr().err
