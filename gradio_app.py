@@ -354,7 +354,7 @@ def _classes_view(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, inpu
 
 def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, images: ImagesTab,
                  tabs: gr.Tabs) -> None:
-    models = folder.models
+    models = folder.panoptic_models  # the error types are panopticapi's matching's
     classes = [("all classes", -1)] + [(f"{c.name} ({c.id})", c.id) for c in folder.classes]
     with gr.Row():
         group = gr.Radio([("all", "All"), ("things", "Things"), ("stuff", "Stuff")], value="All",

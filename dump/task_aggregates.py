@@ -235,17 +235,16 @@ def write_instance(folder: TaskFolder, workers: int) -> dict[str, dict | None]:
     truths = {image: gt for image in folder.images if (gt := instance_gt(folder, image)) is not None}
     if truths:
         atomic.write_json(layout.coco_instance_json(GT), _ground_truth_document(folder, truths, list(truths)))
-    pairs = [(image, model) for model in folder.tasks for image in folder.images]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = dict(zip(pairs, pool.map(lambda pair: instance_results(folder, *pair), pairs), strict=True))
     stats, metrics = [], {}
-    for model, task in folder.tasks.items():
-        results = {image: found[(image, model)][0] for image in folder.images if found[(image, model)] is not None}
+    for model, task in folder.tasks.items():  # one model at a time: a COCO-sized model's results take 100s of MB
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            found = dict(zip(folder.images, pool.map(instance_results, [folder] * len(folder.images),
+                                                     folder.images, [model] * len(folder.images)), strict=True))
+        results = {image: pair[0] for image, pair in found.items() if pair is not None}
         if results:
             atomic.write_json(layout.coco_instance_json(model), [r for image in folder.images
                                                                   for r in results.get(image, [])])
-        for image in folder.images:
-            pair = found[(image, model)]
+        for image, pair in found.items():
             if pair is not None and pair[1] is not None and image in truths:
                 stats += _instance_rows(folder, image, model, truths[image], *pair)
         metrics[model] = _mask_ap(folder, truths, results, task)

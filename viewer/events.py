@@ -339,6 +339,7 @@ def _error_models(query: DatasetQuery) -> list[str]:
 
 def errors_page(folder: FolderIndex, view: dict, query: DatasetQuery, group: str = "All") -> ErrorsPage:
     positions = query.positions(view)
+    query = DatasetQuery(**{**query.__dict__, "models": [m for m in query.models if m in folder.panoptic_models]})
     summary = analysis.error_summary(folder, query.models, positions, group)
     classes = analysis.class_errors(folder, _error_models(query), positions, query.kind)
     note = " ".join(filter(None, [analysis.NOT_ADDITIVE, "Click a count or ΔPQ to list the images where that "

@@ -421,7 +421,8 @@ def inspect_pixel(folder, pos: int, models: list[str], x: int, y: int,
     options = options or DisplayOptions()
     gt = _load_or_reason(folder, pos, GT) if folder.truth["panoptic"].any() else \
         task_maps.ground_truth_labels(folder, pos)
-    panoptic = [m for m in models if folder.model_tasks[m] == "panoptic"]
+    # Without panoptic ground truth there is no panopticapi matching: panoptic models get their class map's verdict.
+    panoptic = [m for m in models if folder.model_tasks[m] == "panoptic" and folder.truth["panoptic"].any()]
     predictions = {model: _load_or_reason(folder, pos, model) for model in panoptic}
     table = inspect_maps(gt, predictions, int(x), int(y), folder.classes.label)
     others = [task_maps.inspector_row(folder, pos, m, int(x), int(y), folder.classes.label, options.iou,

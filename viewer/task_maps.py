@@ -217,7 +217,7 @@ def inspector_row(folder, pos: int, model: str, x: int, y: int, class_label, iou
     task = folder.model_tasks[model]
     row = {"source": f"{model} ({task})"}
     try:
-        if task == "semantic":
+        if task in ("semantic", "panoptic"):  # a panoptic model: its class map
             pred = int(semantic_map(folder, pos, model)[y, x])
             row["class"] = "no class" if pred == IGNORE else class_label(pred)
             if folder.truth["semantic"][pos]:
