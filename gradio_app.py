@@ -21,11 +21,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from dump.folder import GT, FolderError
+from dump.folder import GT, PRESENCE_SCORE, FolderError
 from viewer import analysis, events, filters, live, navigation
 from viewer.cache import SharedResults
 from viewer.events import NO_PIXEL, Display
 from viewer.index import FolderIndex, check_annotations, load_folder, summary_markdown
+from viewer.task_stats import RANK_METRICS
 
 ASSETS = Path(__file__).resolve().parent / "viewer" / "assets"
 PANELS_JS = (ASSETS / "panels.js").read_text()  # gr.HTML's js_on_load of both panel grids
@@ -137,8 +138,10 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
                     rank_b = gr.Dropdown(models, value=model_b, label="Model B")
                 order = gr.Radio([(v, k) for k, v in filters.ORDERS.items()], value="a_better", label="Order")
                 with gr.Row():
-                    metric = gr.Radio([("PQ", "pq"), ("SQ", "sq"), ("RQ", "rq")], value="pq",
-                                      label="Per-image metric")
+                    metric = gr.Radio([("the one A and B share", "auto")] +
+                                      [(label, key) for key, label in RANK_METRICS.items()], value="auto",
+                                      label="Per-image metric (mIoU: a panoptic model's class map; R@0.5: recall of "
+                                      "its thing segments)")
                     top_n = gr.Number(20, label="Top N (0 = all)", precision=0, minimum=0)
                 rank_button = gr.Button("Rank the filtered images", elem_id="vw-rank")
             list_status = gr.Markdown(elem_id="vw-list-status")
@@ -163,8 +166,13 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
                 opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Overlay opacity", elem_id="vw-opacity")
             with gr.Row():
                 borders = gr.Checkbox(True, label="Instance borders")
-                error_maps = gr.Checkbox(False, label="Error maps per model", elem_id="vw-errors")
+                error_maps = gr.Checkbox(False, label="Error maps per model (each on its task)", elem_id="vw-errors")
                 pair_map = gr.Checkbox(True, label="A vs B map (models of the ranking)")
+            with gr.Row(visible=any(t == "instance" for t in folder.model_tasks.values())):
+                min_score = gr.Slider(0, 1, value=PRESENCE_SCORE, step=0.05, label="Instances: score at least",
+                                      elem_id="vw-min-score")
+                iou = gr.Radio([("IoU 0.5", 0.5), ("IoU 0.75", 0.75)], value=0.5,
+                               label="Instance error maps: TP / FP / FN at", elem_id="vw-iou")
             panels = gr.HTML("", js_on_load=PANELS_JS, elem_id="vw-panels")
             with gr.Row(equal_height=True):
                 pixel_x = gr.Number(None, label="Pixel x", precision=0, minimum=0, elem_id="vw-x")
@@ -178,13 +186,13 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
             pair_table = gr.Dataframe(label="Every pair of models, A − B (green: A better, red: worse)",
                                       interactive=False)
             class_table = gr.Dataframe(label="This image, per class and model", interactive=False, max_height=360)
-            class_diff = gr.Dataframe(label="This image, per-class ΔPQ for every pair", interactive=False,
-                                      max_height=360)
+            class_diff = gr.Dataframe(label="This image, per-class Δ for every pair (PQ; IoU when models of other "
+                                      "tasks are shown)", interactive=False, max_height=360)
             export_image_button = gr.Button("Export this image's tables as CSV", size="sm")
             export_image_files = gr.File(label="CSV", file_count="multiple", visible=False)
 
     # ---------------------------------------------------------------------------------------------- wiring
-    controls = [shown_models, mode, opacity, borders, error_maps, pair_map, rank_a, rank_b]
+    controls = [shown_models, mode, opacity, borders, error_maps, pair_map, rank_a, rank_b, min_score, iou]
     page_outputs = [view, image_name, position, panels, inspector, image_metrics, pair_table, class_table,
                     class_diff]
     list_outputs = [image_list, list_status]
@@ -228,9 +236,14 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
     def on_select(view_value, evt: gr.SelectData, *values):
         return page(events.select_row(folder, view_value, evt.row_value, shown(values)))
 
-    def on_inspect_click(view_value, chosen, evt: gr.EventData):
+    def on_inspect_click(view_value, evt: gr.EventData, *values):
         x, y = int(evt.x), int(evt.y)
-        return x, y, events.inspect(folder, view_value, events.chosen_models(folder, chosen), x, y)
+        shown_now = shown(values)
+        return x, y, events.inspect(folder, view_value, shown_now.models, x, y, shown_now.options)
+
+    def on_inspect(view_value, x, y, *values):
+        shown_now = shown(values)
+        return events.inspect(folder, view_value, shown_now.models, x, y, shown_now.options)
 
     def models_of(chosen) -> list[str]:
         return events.chosen_models(folder, chosen)
@@ -250,7 +263,8 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
           api_name="jump")
     image_list.select(on_select, [view] + controls, page_outputs, api_name="select_row")
     # What is drawn changes: render again (same image, the panel script keeps the zoom).
-    gr.on([shown_models.change, error_maps.change, pair_map.change, rank_a.change, rank_b.change],
+    gr.on([shown_models.change, error_maps.change, pair_map.change, rank_a.change, rank_b.change, min_score.release,
+           iou.change],
           lambda view_value, *values: page(events.show_image(folder, view_value, shown(values))),
           [view] + controls, page_outputs, api_name="render")
     # Only the styling changes: the browser restyles the panels, no round trip.
@@ -258,10 +272,9 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
           js=RESTYLE_JS.format(selector="#vw-panels"), api_name="style")
     image_name.change(None, [image_name], None, js="(name) => { window.vwSetImageInUrl(name); }",
                       api_name="sync_url")
-    panels.click(_for_user(on_inspect_click), [view, shown_models], [pixel_x, pixel_y, inspector],
+    panels.click(_for_user(on_inspect_click), [view] + controls, [pixel_x, pixel_y, inspector],
                  api_name="inspect_click")
-    inspect_button.click(_for_user(lambda v, chosen, x, y: events.inspect(folder, v, models_of(chosen), x, y)),
-                         [view, shown_models, pixel_x, pixel_y], [inspector], api_name="inspect")
+    inspect_button.click(_for_user(on_inspect), [view, pixel_x, pixel_y] + controls, [inspector], api_name="inspect")
     export_list_button.click(
         lambda v, chosen: gr.File(events.export_list(folder, v, models_of(chosen)), visible=True),
         [view, shown_models], [export_list_file], api_name="export_list")
@@ -279,7 +292,8 @@ def _dataset_tab(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, image
     model_a, model_b = (models + [None])[0], (models[1:] or models + [None])[0]
     with gr.Row():
         ds_models = gr.CheckboxGroup(models, value=models, label="Models")
-        ds_metric = gr.Radio(["PQ", "SQ", "RQ"], value="PQ", label="Metric")
+        ds_metric = gr.Radio(["PQ", "SQ", "RQ", "IoU", "AP"], value="PQ",
+                             label="Metric (IoU, AP: a panoptic model's class map, thing segments)")
         ds_scope = gr.Radio([("all images", "all"), ("the current image list", "list")], value="all",
                             label="Images")
         ds_kind = gr.Radio([("all", "all"), ("things", "thing"), ("stuff", "stuff")], value="all", label="Classes")
@@ -303,21 +317,23 @@ def _dataset_tab(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, image
             _errors_view(folder, errors_tab, inputs, query, images, tabs)
         with gr.Tab("Thresholds", id="thresholds") as thresholds_tab:
             _thresholds_view(folder, thresholds_tab, ds_models)
+        with gr.Tab("Confusion", id="confusion", elem_id="vw-confusion-tab") as confusion_tab:
+            _confusion_view(folder, confusion_tab, inputs, images, tabs)
 
 
 def _classes_view(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, inputs: list, query) -> None:
     ds_button = gr.Button("Update", variant="primary")
     ds_status = gr.Markdown()
-    ds_summary = gr.Dataframe(label="Things / stuff summary (from counts summed over the images)",
-                              interactive=False)
+    ds_summary = gr.Dataframe(label="Per model: PQ of all, thing and stuff classes; mIoU, fwIoU, aAcc, mAcc and mask "
+                              "AP, with the task each comes from (counts summed over the images)", interactive=False)
     ds_intervals = gr.Dataframe(label="ΔPQ A − B with its 95% paired bootstrap interval (1,000 resamples of the "
                                 "images; grey: the interval contains 0, not significant)", interactive=False)
-    ds_summary_plot = gr.Plot(label="PQ: all, things, stuff")
+    ds_summary_plot = gr.Plot(label="PQ: all, things, stuff; mIoU; mask AP")
     with gr.Row():
         ds_metric_plot = gr.Plot(label="Per-class metric")
-        ds_delta_plot = gr.Plot(label="Per-class ΔPQ A − B")
+        ds_delta_plot = gr.Plot(label="Per-class Δ A − B, sorted")
     ds_table = gr.Dataframe(label="Classes passing the filters (ΔPQ with its 95% interval; grey: not significant)",
-                            interactive=False, max_height=420)
+                            interactive=False, max_height=420, elem_id="vw-ds-table")
     ds_export_button = gr.Button("Export these tables as CSV", size="sm")
     ds_export_files = gr.File(label="CSV", file_count="multiple", visible=False)
     gr.Markdown("### Class confusion of unmatched segments\nFor every false-positive segment: the ground-truth "
@@ -361,7 +377,7 @@ def _classes_view(folder: FolderIndex, view: gr.State, dataset_tab: gr.Tab, inpu
 
 def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, images: ImagesTab,
                  tabs: gr.Tabs) -> None:
-    models = folder.models
+    models = folder.panoptic_models  # the error types are panopticapi's matching's
     classes = [("all classes", -1)] + [(f"{c.name} ({c.id})", c.id) for c in folder.classes]
     with gr.Row():
         group = gr.Radio([("all", "All"), ("things", "Things"), ("stuff", "Stuff")], value="All",
@@ -446,6 +462,56 @@ def _thresholds_view(folder: FolderIndex, thresholds_tab: gr.Tab, ds_models) -> 
 
     gr.on([thresholds_tab.select, metric.change, group.change, ds_models.change], on_sweep,
           [ds_models, metric, group], [chart, table, status], api_name="sweep")
+
+
+def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, images: ImagesTab, tabs: gr.Tabs) -> None:
+    models = events.semantic_models(folder)
+    first = next((m for m in models if folder.model_tasks[m] == "semantic"), (models + [None])[0])
+    view, scope = inputs[0], inputs[3]
+    with gr.Row():
+        model = gr.Dropdown(models, value=first, label="Model (semantic, or panoptic: its class map)")
+        max_classes = gr.Number(20, label="Classes shown (most ground-truth pixels)", precision=0, minimum=2)
+        show_button = gr.Button("Show the confusion matrix", variant="primary", elem_id="vw-confusion-show")
+    status = gr.Markdown(elem_id="vw-confusion-status")
+    chart = gr.Plot(label="Ground truth x prediction, shares of each ground-truth class's pixels (seaborn)")
+    top = gr.Dataframe(label="The largest confusions (click one to list the images where it happens most)",
+                       interactive=False, max_height=360, elem_id="vw-confusion-top")
+    with gr.Row():
+        picked = gr.Dropdown([], label="Confusion", elem_id="vw-confusion-pick")
+        top_n = gr.Number(20, label="Top N (0 = all)", precision=0, minimum=0)
+        list_button = gr.Button("List images", elem_id="vw-confusion-list")
+    list_status = gr.Markdown(elem_id="vw-confusion-images-status")
+    listed = gr.Dataframe(label="Images (click one to open it on the Images tab)", interactive=False,
+                          max_height=420, elem_id="vw-confusion-images")
+
+    def on_show(view_value, model_value, scope_value, classes):
+        page = events.confusion_page(folder, view_value, model_value, scope_value, classes)
+        return {chart: page.chart, top: page.top, status: page.status,
+                picked: gr.Dropdown(choices=page.choices, value=page.choices[0][1] if page.choices else None)}
+
+    def listing(view_value, model_value, choice, scope_value, n) -> dict:
+        result = events.confusion_images(folder, view_value, model_value, choice, scope_value, n)
+        return {listed: result.table, list_status: result.status, picked: choice}
+
+    def on_top_click(view_value, model_value, scope_value, n, evt: gr.SelectData):
+        choice = events.confusion_choice(folder, view_value, model_value, scope_value,
+                                         evt.index[0] if evt.index else None)
+        return listing(view_value, model_value, choice, scope_value, n) if choice else {}
+
+    def on_open(listed_value, evt: gr.SelectData, *controls):
+        names = [] if listed_value is None or not len(listed_value) else listed_value["image"].tolist()
+        result = events.open_listed(folder, names, evt.row_value[0] if evt.row_value else None,
+                                    "images listed by the confusion view", events.display(folder, *controls))
+        return {**images.page_and_list(result), tabs: gr.Tabs(selected="images")}
+
+    gr.on([show_button.click, confusion_tab.select], _for_user(on_show), [view, model, scope, max_classes],
+          [chart, top, status, picked], api_name="confusion_matrix")
+    top.select(_for_user(on_top_click), [view, model, scope, top_n], [listed, list_status, picked],
+               api_name="confusion_cell")
+    list_button.click(_for_user(listing), [view, model, picked, scope, top_n], [listed, list_status, picked],
+                      api_name="confusion_images")
+    listed.select(_for_user(on_open), [listed, *images.controls], [*images.outputs, tabs],
+                  api_name="open_confusion_image")
 
 
 # -------------------------------------------------------------------------------------------------- live tab

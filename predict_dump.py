@@ -1,6 +1,8 @@
-"""Runs EoMT models over ADE20K (or a folder of images) into one comparable, resumable output folder.
+"""Runs EoMT models, each on its own task, over ADE20K, COCO or Cityscapes (or a folder of images) into one
+comparable, resumable output folder.
 
-    python predict_dump.py --data DIR --model NAME=SOURCE[@PRESET] [--model ...] --out DIR [options]
+    python predict_dump.py --data DIR --model NAME=SOURCE[@PRESET][@TASK] [--model ...] --out DIR [options]
+    python predict_dump.py ... --backbone-weights [NAME=]BACKBONE  (DINOv3 delta checkpoints: their backbone)
     torchrun --nproc_per_node N predict_dump.py ...      (the images are sharded across the ranks)
     python predict_dump.py ... --sweep score=0.5:0.95:0.05 [overlap=0.6:0.9:0.1]
                                                          (also PQ per post-processing setting: sweep.json)
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dump.folder import FolderError, OutputError, os_error_text
-from dump.model_specs import parse_model_arg, read_models_file
+from dump.model_specs import parse_model_arg, read_models_file, with_backbones
 from dump.run import EXIT_REFUSED, EXIT_SOME_FAILED, DumpOptions, dump, reindex
 from dump.sweep import parse_sweep
 from eomt.config import PRECISIONS
@@ -42,10 +44,17 @@ class Command:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="ADE20K folder (the two zips, or extracted) or a folder of images")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE[@PRESET]",
-                        help="a checkpoint file, a Hugging Face format folder or a hub repo id; repeatable")
-    parser.add_argument("--models-file", help="a file with lines 'name,source' (or 'name,source@preset')")
+    parser.add_argument("--data", help="ADE20K, COCO or Cityscapes folder (the zips, or extracted) or a folder of "
+                                       "images")
+    parser.add_argument("--dataset", choices=["ade20k", "coco", "cityscapes"],
+                        help="which dataset --data holds (default: what its files show)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=SOURCE[@PRESET][@TASK]",
+                        help="a checkpoint file, a Hugging Face format folder or a hub repo id; TASK (panoptic, "
+                             "semantic or instance) overrides the model's own; repeatable")
+    parser.add_argument("--models-file", help="a file with lines 'name,source[@preset][@task][,backbone]'")
+    parser.add_argument("--backbone-weights", action="append", default=[], metavar="[NAME=]BACKBONE",
+                        help="the pretrained DINOv3 backbone of a delta checkpoint (file, folder or hub id): of "
+                             "model NAME, or without NAME of every model that needs one; repeatable")
     parser.add_argument("--out", required=True, help="the output folder")
     parser.add_argument("--split", default="validation", choices=["validation", "training"])
     parser.add_argument("--limit", type=int, help="only the first N images")
@@ -80,6 +89,8 @@ def parse_args(argv: list[str] | None) -> Command:
         parser.error("--data is required (unless --reindex or --demo)")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    if (args.backbone_weights or args.dataset) and (args.reindex or args.demo):
+        parser.error("--backbone-weights and --dataset go with a dump, not with --reindex or --demo")
     if args.sweep and (args.reindex or args.demo):
         parser.error("--sweep needs the models' logits: it goes with a dump, not with --reindex or --demo")
     if args.batch_size < 1 or args.workers < 0:
@@ -90,11 +101,13 @@ def parse_args(argv: list[str] | None) -> Command:
     specs = [parse_model_arg(text) for text in args.model]
     if args.models_file:
         specs += read_models_file(args.models_file)
+    specs, default_backbone = with_backbones(specs, args.backbone_weights)
     return Command(out, DumpOptions(out=out, data=Path(args.data), models=tuple(specs), split=args.split,
                                     limit=args.limit, device=args.device, dtype=args.dtype,
                                     batch_size=args.batch_size, workers=args.workers, overwrite=args.overwrite,
                                     skip_constant=args.skip_constant,
-                                    sweep=parse_sweep(args.sweep) if args.sweep else None))
+                                    sweep=parse_sweep(args.sweep) if args.sweep else None,
+                                    backbone=default_backbone, dataset=args.dataset))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,11 @@ Times the plain functions the app's events call (what the server spends, without
 - the Errors view (errors by type and ΔPQ if fixed per model and per class of A and B), listing the images where
   a type costs the most, and the paired bootstrap of ΔPQ (1,000 resamples) behind the Classes view's intervals.
 
-    python bench/app.py [FOLDER] [--images 2000] [--models 4] [--size 512x683] [--repeat 20]
+    python bench/app.py [FOLDER] [--images 2000] [--models 4] [--size 512x683] [--repeat 20] [--tasks]
+
+With --tasks the generated folder also has semantic and instance ground truth (every model is then scored on the
+three tasks: semantic_stats.csv, instance_stats.csv, the confusion matrix), and the Dataset tab's IoU / AP view and
+the Confusion view are timed too.
 
 Without FOLDER, or when it does not exist yet, a synthetic folder of that size is generated there first
 (synthetic/folders.py; random label maps, about 15 minutes for 2,000 images on two cores).
@@ -30,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[0] = str(ROOT)  # run as a script: the project, not bench/, comes first
 
-from viewer import analysis, dataset, filters, tables  # noqa: E402
+from viewer import analysis, dataset, events, filters, navigation, tables  # noqa: E402
 from viewer.index import check_annotations, load_folder  # noqa: E402
 from viewer.panels import DisplayOptions, image_panels, legend_classes, panels_html  # noqa: E402
 
@@ -81,16 +85,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="512x683", help="HEIGHTxWIDTH of generated images")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="processes for generating a folder")
+    parser.add_argument("--tasks", action="store_true", help="a folder with semantic and instance ground truth too")
     args = parser.parse_args(argv)
 
     folder = Path(args.folder) if args.folder else Path(tempfile.gettempdir()) / \
-        f"viewer-bench-{args.images}x{args.models}-{args.size}"
+        f"viewer-bench-{args.images}x{args.models}-{args.size}{'-tasks' if args.tasks else ''}"
     if not (folder / "manifest.json").exists():
         from synthetic.folders import main as make_folder
 
         print(f"generating {folder} ({args.images} images x {args.models} models, {args.size}) ...", flush=True)
         make_folder([str(folder), "--images", str(args.images), "--models", str(args.models), "--size", args.size,
-                     "--workers", str(args.workers)])
+                     "--workers", str(args.workers), *(["--tasks"] if args.tasks else [])])
 
     index = load_folder(folder)
     models = index.models
@@ -141,7 +146,24 @@ def main(argv: list[str] | None = None) -> None:
         report("paired bootstrap of ΔPQ (1,000)", [timed(dataset._bootstrap.__wrapped__, index, *pair,
                                                          tuple(range(index.n_images)), 1000, k)
                                                    for k in range(repeat)], None, "All/Things/Stuff and per class")
+    if len(index.semantic_stats):
+        view = navigation.new_view(everything)
+        for metric in ("IoU", "AP"):
+            query = events.DatasetQuery(models, metric, model_a=models[0], model_b=models[-1])
+            report(f"dataset view by {metric} (tables + charts)", [timed(events.dataset_page, index, view, query)
+                                                                   for _ in range(repeat)], None, "all images")
+        report("confusion view (matrix, heatmap, top)", [timed(events.confusion_page, index, view,
+                                                               models[k % len(models)], "all")
+                                                         for k in range(repeat)], None, "first one reads the CSV")
+        report("images of a confusion", [timed(dataset.confusion_images, index, models[0], *confusion(index, k))
+                                         for k in range(args.repeat)], None, "top 20")
     print(f"\nload average {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
+
+
+def confusion(index, k: int) -> tuple[int, int]:
+    top = dataset.top_confusions(index, index.models[0])
+    row = top.iloc[k % max(len(top), 1)]
+    return int(row["gt id"]), int(row["predicted id"])
 
 
 def errors_view(index, models: list[str], pair: list[str]) -> None:

@@ -1,7 +1,8 @@
 """Builds the derived files of an output folder from its `panoptic/` folder, the source of truth.
 
 `build_aggregates` writes `panoptic/gt.json`, `panoptic/<model>.json`, `segment_stats.csv`, `instance_counts.json`,
-`analysis_stats.csv`, `segment_errors.csv` and `sweep.json`. The dump calls it at the end with the PQ counts it
+`analysis_stats.csv`, `segment_errors.csv` and `sweep.json` from the panoptic models' files, then the semantic and
+instance files and `task_metrics.json` of every model (dump.task_aggregates). The dump calls it at the end with the PQ counts it
 already computed; `--reindex` calls it with none, and then every count is recomputed from the PNGs. The error
 analysis is read from the per-image analysis files; where one is missing (a folder of format version 1) or
 unusable, it is computed from the PNGs and its file written.
@@ -32,11 +33,13 @@ from dump.folder import (
     SWEEP,
     FolderError,
     Layout,
+    model_task,
     read_annotation,
     read_json_file,
     read_manifest,
 )
 from dump.sweep import SweepRecord, parse_sweep_record, sweep_summary
+from dump.task_aggregates import build_task_aggregates
 from dump.writer import write_analysis
 from eomt import atomic
 from metrics import pq
@@ -124,6 +127,7 @@ class _Folder:
     models: list[str]
     images: list[str]
     image_info: list[dict]
+    manifest: dict
 
     @property
     def names(self) -> dict[int, str]:
@@ -139,8 +143,9 @@ def _open(root: str | Path) -> _Folder:
     layout = Layout(root, len(manifest["images"]))
     image_info = [{"id": entry["index"], "file_name": f"{layout.image_name(entry['index'])}.png",
                    "width": entry["width"], "height": entry["height"]} for entry in manifest["images"]]
-    return _Folder(layout, manifest["classes"], [m["name"] for m in manifest["models"]],
-                   [layout.image_name(entry["index"]) for entry in manifest["images"]], image_info)
+    # The panoptic files are the panoptic models' (the other tasks' are dump.task_aggregates').
+    return _Folder(layout, manifest["classes"], [m["name"] for m in manifest["models"] if model_task(m) == "panoptic"],
+                   [layout.image_name(entry["index"]) for entry in manifest["images"]], image_info, manifest)
 
 
 def _annotations(folder: _Folder) -> dict[str, dict[str, dict]]:
@@ -319,4 +324,5 @@ def build_aggregates(root: str | Path, counts_cache: CountsCache | None = None,
         "pq": per_image_pq,
         "dataset_level_metrics": dataset_level,
     })
+    build_task_aggregates(folder.layout, folder.manifest, dataset_level, workers)
     return dataset_level

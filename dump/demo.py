@@ -1,12 +1,12 @@
-"""The embedded demo: two small EoMT models trained on toy ADE20K-format scenes (segdata.scenes) and shipped in
-assets/, and the comparison folder they make on the toy validation split, built on first use, offline.
+"""The embedded demo: three small EoMT models trained on toy ADE20K-format scenes (segdata.scenes) and shipped in
+assets/ (two panoptic, one semantic), and the comparison folder they make on the toy validation split, built on
+first use, offline: panoptic against panoptic, and the semantic model against the panoptic models' class maps.
 
     from dump.demo import default_demo_folder
     folder = default_demo_folder()   # ~/.cache/eomt-compare/demo-<hash>, built by the dump on first use
 
-`python predict_dump.py --demo --out DIR` builds the same folder in DIR (build_demo_folder). A third shipped model,
-DEMO_SEMANTIC, is a semantic EoMT trained on the same scenes (not in the dump yet: it runs semantic models only
-once the dump does). The commands that trained the models are in the README ("The demo models").
+`python predict_dump.py --demo --out DIR` builds the same folder in DIR (build_demo_folder). The commands that
+trained the models are in the README ("The demo models").
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from dump.folder import INSTANCE_COUNTS, MANIFEST, VERSION
+from dump.folder import INSTANCE_COUNTS, MANIFEST, TASKS, VERSION
 from dump.model_specs import ModelSpec
 from dump.run import DumpOptions, dump
 from segdata import scenes
@@ -40,6 +40,11 @@ STATED_MIOU = {"toy-semantic": 0.7873}
 CACHE_ENV = "EOMT_COMPARE_CACHE"
 
 
+def folder_models() -> dict[str, Path]:
+    """The models of the demo folder, in its order: the panoptic ones, then the semantic one."""
+    return {**DEMO_MODELS, **DEMO_SEMANTIC}
+
+
 def build_demo_data(folder: str | os.PathLike, num_images: int = DEMO_IMAGES) -> Path:
     """Writes the toy validation split (ADEChallengeData2016.zip + annotations_instance.zip) into `folder`."""
     return scenes.write_scenes(folder, num_train=0, num_val=num_images, seed=DEMO_SEED)
@@ -47,19 +52,19 @@ def build_demo_data(folder: str | os.PathLike, num_images: int = DEMO_IMAGES) ->
 
 def build_demo_folder(out: str | os.PathLike, num_images: int = DEMO_IMAGES, overwrite: bool = False,
                       device: str = "cpu") -> Path:
-    """Runs the dump with both demo models over the toy validation split into `out`.
+    """Runs the dump with every demo model (folder_models()) over the toy validation split into `out`.
 
     The split is written to out/demo_data/ first (the manifest names it as the dataset). Like any dump, an
     interrupted build resumes. Raises RuntimeError when the dump does not finish every image.
     """
     out = Path(out)
-    missing = [str(path) for path in DEMO_MODELS.values() if not path.is_file()]
+    missing = [str(path) for path in folder_models().values() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"demo checkpoints missing: {', '.join(missing)}")
     data = out / DATA_FOLDER
     if overwrite or not _data_complete(data, num_images):
         build_demo_data(data, num_images)
-    models = tuple(ModelSpec(name, str(path)) for name, path in DEMO_MODELS.items())
+    models = tuple(ModelSpec(name, str(path)) for name, path in folder_models().items())
     try:
         status = dump(DumpOptions(out=out, data=data, models=models, device=device, workers=0, overwrite=overwrite))
     except ValueError as e:  # refused (a folder written for other data, a model that does not load)
@@ -86,13 +91,13 @@ def cache_root() -> Path:
 
 
 def demo_key() -> str:
-    """A hash of what the demo folder is made of: both checkpoints, the scene generator, the split size and the
-    folder's format version (a newer format builds the demo again, with what it adds)."""
+    """A hash of what the demo folder is made of: every checkpoint, the scene generator, the split size and the
+    folder's format version and tasks (a newer format builds the demo again, with what it adds)."""
     digest = hashlib.sha256()
-    for name, path in DEMO_MODELS.items():
+    for name, path in folder_models().items():
         digest.update(name.encode() + b"\0" + path.read_bytes())
     digest.update(Path(scenes.__file__).read_bytes())
-    digest.update(f"{DEMO_IMAGES} {DEMO_SEED} {VERSION}".encode())
+    digest.update(f"{DEMO_IMAGES} {DEMO_SEED} {VERSION} {' '.join(TASKS)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -106,13 +111,13 @@ def demo_complete(folder: Path) -> bool:
     done = {m["name"]: m.get("images_done") for m in manifest.get("models", [])}
     n_images = len(manifest.get("images", []))
     return (n_images == DEMO_IMAGES and (folder / INSTANCE_COUNTS).exists()
-            and all(done.get(name) == n_images for name in DEMO_MODELS))
+            and all(done.get(name) == n_images for name in folder_models()))
 
 
 def default_demo_folder() -> Path:
     """The demo comparison folder in the cache (cache_root()/demo-<hash>), built on first use."""
     folder = cache_root() / f"demo-{demo_key()}"
     if not demo_complete(folder):
-        print(f"building the demo folder {folder} (once; about 10 seconds on 2 CPU cores)")
+        print(f"building the demo folder {folder} (once; about 15 seconds on 2 CPU cores)")
         build_demo_folder(folder, DEMO_IMAGES)
     return folder

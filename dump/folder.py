@@ -8,6 +8,9 @@ Every file name of the folder is spelled here and nowhere else; docs/output-fold
     panoptic/<model>.json, panoptic/<model>/val_XXXX.png (+ val_XXXX.json)
     panoptic/<model>/val_XXXX.analysis.json, panoptic/<model>/val_XXXX.sweep.json (version 2)
     segment_stats.csv, instance_counts.json, analysis_stats.csv, segment_errors.csv, sweep.json (version 2)
+    semantic/gt/val_XXXX.png, semantic/<model>/val_XXXX.png (semantic models) + val_XXXX.json, semantic/<model>.json
+    instance/gt/val_XXXX.json, instance/<model>/val_XXXX.json, instance/gt.json, instance/<model>.json
+    semantic_stats.csv, semantic_confusion.csv, instance_stats.csv, task_metrics.json (version 2, tasks)
 
 The per-image `panoptic/<x>/val_XXXX.json` files hold each image's COCO annotation (`segments_info`) as soon as the
 image is done; their presence marks the image finished, which is what makes a killed dump resumable. The
@@ -15,7 +18,13 @@ image is done; their presence marks the image finished, which is what makes a ki
 before it, `val_XXXX.analysis.json` holds that image's error analysis (metrics.analysis) and, with `--sweep`,
 `val_XXXX.sweep.json` its PQ counts per post-processing setting.
 
-Version 2 added the analysis files; version 1 folders are read as they are (readers compute what is missing, and
+Every model runs its own task (the manifest's model entry says which: "panoptic", "semantic" or "instance"; no
+"task" means panoptic). A model's semantic numbers come from its semantic map (a panoptic model's class map:
+"panoptic -> semantic"), its instance numbers from its instances (a panoptic model's thing segments with their
+scores); `semantic/<model>/val_XXXX.json` and `instance/<model>/val_XXXX.json` hold them per image (dump.records),
+and each task has its own marker file that says an image is done (`marker`).
+
+Version 2 added the analysis files and the task files; version 1 folders are read as they are (readers compute what is missing, and
 `predict_dump.py --out DIR --reindex` adds the files). `read_manifest` is the one place versions are checked.
 
 Category ids everywhere are the contiguous class ids of the model (ADE20K: 0..149, the class table's `id`), so a
@@ -52,8 +61,22 @@ ANALYSIS_STATS_COLUMNS = ("image", "model", "category_id", *ANALYSIS_COLUMNS)
 SEGMENT_ERRORS = "segment_errors.csv"
 SEGMENT_ERRORS_COLUMNS = ("image", "model", "side", "id", "category_id", "type", "linked_id")
 SWEEP = "sweep.json"
+SEMANTIC_STATS = "semantic_stats.csv"
+SEMANTIC_STATS_COLUMNS = ("image", "model", "source_task", "category_id", "intersection", "union", "gt_pixels",
+                          "pred_pixels")
+SEMANTIC_CONFUSION = "semantic_confusion.csv"
+SEMANTIC_CONFUSION_COLUMNS = ("image", "model", "source_task", "gt_category_id", "pred_category_id", "pixels")
+INSTANCE_STATS = "instance_stats.csv"
+INSTANCE_STATS_COLUMNS = ("image", "model", "source_task", "category_id", "tp50", "fp50", "fn50", "tp75", "fp75",
+                          "fn75", "gt_instances", "pred_instances")
+TASK_METRICS = "task_metrics.json"
 # Derived from the per-image files by dump.aggregates.build_aggregates (and --reindex).
-AGGREGATE_FILES = (SEGMENT_STATS, INSTANCE_COUNTS, ANALYSIS_STATS, SEGMENT_ERRORS, SWEEP)
+AGGREGATE_FILES = (SEGMENT_STATS, INSTANCE_COUNTS, ANALYSIS_STATS, SEGMENT_ERRORS, SWEEP, SEMANTIC_STATS,
+                   SEMANTIC_CONFUSION, INSTANCE_STATS, TASK_METRICS)
+TASKS = ("panoptic", "semantic", "instance")
+TASK_FOLDERS = ("panoptic", "semantic", "instance")  # one per task, under the output folder
+NO_CLASS = -1  # predicted category of pixels a prediction leaves without a class (semantic_confusion.csv)
+PRESENCE_SCORE = 0.5  # an instance counts as present (class filters, renders) from this score on
 
 
 class OutputError(RuntimeError):
@@ -137,6 +160,59 @@ class Layout:
 
     def sweep_json(self, image: str, model: str) -> Path:
         return self.panoptic_dir(model) / f"{image}.sweep.json"
+
+    # The other tasks' files; `source` is GT or a model name.
+    def task_dir(self, task: str, source: str) -> Path:
+        return self.root / task / source
+
+    def semantic_png(self, image: str, source: str) -> Path:
+        """uint8 class map, 255 where ignored (GT) or without a class (prediction)."""
+        return self.task_dir("semantic", source) / f"{image}.png"
+
+    def semantic_json(self, image: str, model: str) -> Path:
+        return self.task_dir("semantic", model) / f"{image}.json"
+
+    def confusion_json(self, model: str) -> Path:
+        return self.root / "semantic" / f"{model}.json"
+
+    def instance_json(self, image: str, source: str) -> Path:
+        return self.task_dir("instance", source) / f"{image}.json"
+
+    def coco_instance_json(self, source: str) -> Path:
+        """COCO instance ground truth (GT) or a model's COCO results, for pycocotools."""
+        return self.root / "instance" / f"{source}.json"
+
+    def marker(self, image: str, model: str, task: str) -> Path:
+        """The per-image file written last for a model of `task`: its presence means the image is done."""
+        return {"panoptic": self.annotation_json, "semantic": self.semantic_json,
+                "instance": self.instance_json}[task](image, model)
+
+
+def model_task(entry: dict) -> str:
+    """The task a manifest model entry ran (entries written before tasks existed are panoptic)."""
+    return entry.get("task") or "panoptic"
+
+
+def ground_truth_tasks(manifest: dict) -> tuple[str, ...]:
+    """The tasks the folder holds ground truth of (a folder written before tasks existed: panoptic, when it has
+    ground truth at all)."""
+    dataset = manifest.get("dataset") or {}
+    if "ground_truth_tasks" in dataset:
+        return tuple(t for t in TASKS if t in dataset["ground_truth_tasks"])
+    return ("panoptic",) if dataset.get("has_ground_truth", True) else ()
+
+
+def category_ids(manifest: dict) -> dict[int, int]:
+    """Class id -> the category id of the folder's COCO instance files: the dataset's own (COCO: 1..90 with gaps)
+    where the manifest records them, else the class id."""
+    recorded = (manifest.get("dataset") or {}).get("category_ids")
+    classes = [int(c["id"]) for c in manifest["classes"]]
+    return dict(zip(classes, recorded, strict=True)) if recorded else {c: c for c in classes}
+
+
+def image_id(entry: dict) -> int:
+    """The id a manifest image entry has in the COCO instance files (the dataset's own; else its index)."""
+    return int(entry.get("image_id", entry["index"]))
 
 
 def write_class_names(layout: Layout, classes: ClassTable) -> None:

@@ -28,8 +28,12 @@ from dump.folder import (
     FAILURES,
     INSTANCE_COUNTS,
     MANIFEST,
+    TASK_FOLDERS,
+    TASK_METRICS,
+    TASKS,
     Layout,
     check_model_name,
+    model_task,
     name_key,
     new_manifest,
     read_failures,
@@ -40,7 +44,7 @@ from dump.folder import (
 )
 from dump.model_specs import ModelSpec, check_unique
 from dump.sweep import SweepGrid
-from dump.writer import data_done, prediction_done
+from dump.writer import Writing, data_done, prediction_done
 from eomt import atomic
 from eomt.classes import ClassTable
 
@@ -65,6 +69,8 @@ class DumpOptions:
     overwrite: bool = False
     skip_constant: bool = False
     sweep: SweepGrid | None = None  # --sweep: post-processing settings to count PQ for (dump.sweep)
+    backbone: str | None = None  # --backbone-weights without a name: for every model that needs one
+    dataset: str | None = None  # --dataset: ade20k, coco or cityscapes (default: what the files show)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
@@ -81,7 +87,7 @@ class _Run:
     dataset: object  # a segdata reader
     indices: list[int]
     classes: ClassTable
-    models: dict  # name -> loaded EoMT
+    models: dict  # name -> LoadedModel
     device: str
     ranks: object  # eomt.devices.Ranks
     failures: list[dict] = field(default_factory=list)
@@ -89,6 +95,18 @@ class _Run:
     @property
     def with_ground_truth(self) -> bool:
         return self.dataset.has_ground_truth
+
+    @property
+    def ground_truth(self) -> tuple[str, ...]:
+        return ground_truth_tasks(self.dataset)
+
+    def writing(self) -> Writing:
+        """What writing the files of an image needs to know of this run."""
+        return Writing(self.layout, self.classes.palette, self.ground_truth, len(self.classes),
+                       dict(zip((c.id for c in self.classes), category_id_list(self.dataset, self.classes),
+                                strict=True)),
+                       tuple(self.dataset.image_ids), tuple(self.dataset.keys),
+                       frozenset(c.id for c in self.classes if c.isthing))
 
     def failed(self, stage: str):
         """A reporter of failures at one stage ("data" or a model name): console and failures.json."""
@@ -118,6 +136,26 @@ def data_fingerprint(root: Path, skip: Path | None = None) -> str:
                 path = Path(folder) / name
                 digest.update(f"{path.relative_to(root)}\t{path.stat().st_size}\n".encode())
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: object  # an eomt.EoMT or eomt.onnx.OnnxModel
+    task: str
+    backbone: str | None  # the backbone source it was loaded with
+
+
+def ground_truth_tasks(dataset) -> tuple[str, ...]:
+    """The tasks the data gives ground truth of: its own, and from a panoptic one the semantic (class map) and
+    instance (thing segments) ground truths too."""
+    tasks = set(dataset.tasks) | ({"semantic", "instance"} if "panoptic" in dataset.tasks else set())
+    return tuple(t for t in TASKS if t in tasks)
+
+
+def category_id_list(dataset, classes: ClassTable) -> list[int]:
+    """Per class (table order): its category id in the COCO instance files, the dataset's own where it has them
+    (COCO), else the class id."""
+    return [int(getattr(c, "coco_id", c.id)) for c in (dataset.classes if dataset.has_ground_truth else classes)]
 
 
 def dataset_identity(dataset, options: DumpOptions) -> dict:
@@ -158,27 +196,72 @@ def dump(options: DumpOptions) -> int:
 
 def _open(options: DumpOptions, device: str, ranks) -> _Run:
     """Opens the data and loads every model; ValueError when either cannot be used."""
-    import eomt
-    from eomt.classes import ade20k_classes
     from segdata.detect import open_dataset
 
-    dataset = open_dataset(options.data, options.split, options.skip_constant)
+    dataset = open_dataset(options.data, options.split, options.skip_constant, options.dataset)
     indices = list(range(len(dataset)))[: options.limit]
     if not indices:
         raise ValueError(f"--data {options.data}: the {options.split} split has no images")
+    models = load_models(options, device)
+    classes = class_table(dataset, models)
+    return _Run(options, Layout(options.out, len(indices)), dataset, indices, classes, models, device, ranks)
+
+
+def load_models(options: DumpOptions, device: str) -> dict[str, LoadedModel]:
+    """Every model with its task and backbone; each distinct backbone is read once. ValueError naming the model
+    that does not load."""
+    import eomt
+
+    backbones: dict[str, dict] = {}
+
+    def load(spec: ModelSpec, backbone: str | None):
+        if backbone is not None and backbone not in backbones:
+            backbones[backbone] = eomt.read_backbone(backbone)
+        return eomt.load_model(spec.source, preset=spec.preset, device=device,
+                               backbone_weights=None if backbone is None else backbones[backbone])
+
     models = {}
     for spec in options.models:
+        backbone = spec.backbone
         try:
-            models[spec.name] = eomt.load_model(spec.source, preset=spec.preset, device=device)
+            try:
+                model = load(spec, backbone)
+            except eomt.CheckpointError as first:
+                if backbone is not None or options.backbone is None:
+                    raise
+                backbone = options.backbone  # the default backbone, for a model that needs one
+                try:
+                    model = load(spec, backbone)
+                except Exception as second:
+                    raise ValueError(f"{first}; with --backbone-weights {backbone}: {second}") from None
         except Exception as e:
             raise ValueError(f"model {spec.name!r} ({spec.source}) does not load: {e}") from None
-    first = next(iter(models.values()))
-    classes = ClassTable(ade20k_classes()) if dataset.has_ground_truth else first.config.class_table()
+        models[spec.name] = LoadedModel(model, spec.task or model.config.task, backbone)
+    return models
+
+
+def _fits(model: LoadedModel, classes: ClassTable) -> bool:
+    """A model's classes are the data's, or (an instance model) the data's thing classes, which come first."""
+    n = model.model.config.num_classes
+    things = [c.isthing for c in classes]
+    return n == len(classes) or (model.task == "instance" and n == sum(things) and all(things[:n]))
+
+
+def class_table(dataset, models: dict[str, LoadedModel]) -> ClassTable:
+    """The data's classes (without ground truth: those of the model with the most classes), after checking that
+    every model predicts them; ValueError otherwise."""
+    if dataset.has_ground_truth:
+        classes = ClassTable(tuple(dataset.classes))
+    else:
+        widest = max(models.values(), key=lambda m: m.model.config.num_classes)
+        classes = widest.model.config.class_table()
     for name, model in models.items():
-        if model.config.num_classes != len(classes):
-            raise ValueError(f"model {name!r} predicts {model.config.num_classes} classes, the data has "
-                             f"{len(classes)}: its predictions could not be compared")
-    return _Run(options, Layout(options.out, len(indices)), dataset, indices, classes, models, device, ranks)
+        if not _fits(model, classes):
+            things = sum(c.isthing for c in classes)
+            raise ValueError(f"model {name!r} ({model.task}) predicts {model.model.config.num_classes} classes, the "
+                             f"data has {len(classes)} ({things} of them things): its predictions could not be "
+                             "compared")
+    return classes
 
 
 def _check_existing(run: _Run, identity: dict) -> dict | None:
@@ -215,7 +298,7 @@ def _image_entries(run: _Run, previous: dict | None) -> list[dict]:
     images = []
     for index in run.indices:
         entry = {"index": index, "key": run.dataset.keys[index], "stem": run.dataset.stems[index],
-                 "width": None, "height": None}
+                 "image_id": int(run.dataset.image_ids[index]), "width": None, "height": None}
         old = old_images.get(index)
         if old is not None:
             if old["key"] != entry["key"]:
@@ -230,15 +313,20 @@ def _model_entries(run: _Run, previous: dict | None) -> list[dict]:
     old_models = {m["name"]: m for m in (previous or {}).get("models", [])}
     entries = []
     for spec in run.options.models:
-        entry = {"name": spec.name, "source": spec.source, "preset": spec.preset,
-                 "img_size": run.models[spec.name].config.img_size, "device": run.device,
-                 "dtype": run.options.dtype, "images_done": 0, "seconds_per_image": None}
+        loaded = run.models[spec.name]
+        entry = {"name": spec.name, "source": spec.source, "preset": spec.preset, "task": loaded.task,
+                 "backbone_weights": loaded.backbone, "img_size": loaded.model.config.img_size,
+                 "device": run.device, "dtype": run.options.dtype, "images_done": 0, "seconds_per_image": None}
         old = old_models.pop(spec.name, None)
         if old is not None:
-            if (old["source"], old.get("preset")) != (spec.source, spec.preset):
+            was = (old["source"], old.get("preset"), model_task(old), old.get("backbone_weights"))
+            if was != (spec.source, spec.preset, loaded.task, loaded.backbone):
                 raise ValueError(f"{run.layout.root}: model {spec.name!r} was written from {old['source']}"
-                                 f"{'@' + old['preset'] if old.get('preset') else ''}; now {spec.source}: use "
-                                 "another name or --overwrite")
+                                 f"{'@' + old['preset'] if old.get('preset') else ''} ({model_task(old)}"
+                                 f"{', backbone ' + old['backbone_weights'] if old.get('backbone_weights') else ''})"
+                                 f"; now {spec.source} ({loaded.task}"
+                                 f"{', backbone ' + loaded.backbone if loaded.backbone else ''}): use another name "
+                                 "or --overwrite")
             entry["images_done"], entry["seconds_per_image"] = old["images_done"], old["seconds_per_image"]
         entries.append(entry)
     # Models of earlier runs that this run does not name stay in the folder and in the comparison.
@@ -258,7 +346,11 @@ def prepare_folder(run: _Run) -> None:
     previous = _check_existing(run, identity)
     if run.layout.root.is_dir():  # what a killed writer left; no other rank writes before this one is done
         atomic.remove_temporaries(run.layout.root)
-    manifest = new_manifest(identity, _image_entries(run, previous), _model_entries(run, previous),
+    dataset = {**identity, "ground_truth_tasks": list(run.ground_truth)}
+    ids = category_id_list(run.dataset, run.classes)
+    if ids != [c.id for c in run.classes]:
+        dataset["category_ids"] = ids
+    manifest = new_manifest(dataset, _image_entries(run, previous), _model_entries(run, previous),
                             run.classes.entries())
     if previous is not None:
         manifest = {**previous, **manifest}
@@ -273,7 +365,8 @@ def clear_folder(root: Path) -> None:
         (root / name).unlink(missing_ok=True)
     for path in root.glob("val_*.png"):
         path.unlink()
-    shutil.rmtree(root / "panoptic", ignore_errors=True)
+    for name in TASK_FOLDERS:
+        shutil.rmtree(root / name, ignore_errors=True)
 
 
 def _passes(run: _Run) -> int:
@@ -282,21 +375,23 @@ def _passes(run: _Run) -> int:
     from dump.passes import run_model, write_data_files
 
     layout, options, ranks = run.layout, run.options, run.ranks
-    colors = run.classes.palette
+    writing = run.writing()
     shard = ranks.shard(run.indices)
-    todo = [i for i in shard if not data_done(layout, layout.image_name(i), run.with_ground_truth)]
-    written = write_data_files(layout, run.dataset, todo, colors, run.with_ground_truth, options.workers,
-                               run.failed("data"), ranks.is_main)
+    todo = [i for i in shard if not data_done(layout, layout.image_name(i), run.ground_truth)]
+    written = write_data_files(writing, run.dataset, todo, options.workers, run.failed("data"), ranks.is_main)
     ranks.barrier()
 
     readable = [i for i in shard if layout.input_png(layout.image_name(i)).exists()]
     timings, counts = {}, {}
     for spec in options.models:
-        predictor = eomt.Predictor(run.models[spec.name], dtype=options.dtype)
-        sweep = _sweep_grid(options.sweep, predictor) if run.with_ground_truth else None
-        todo = [i for i in readable if not prediction_done(layout, layout.image_name(i), spec.name, sweep)]
-        outcome = run_model(layout, run.dataset, todo, predictor, spec.name, colors, run.with_ground_truth,
-                            options.batch_size, options.workers, run.failed(spec.name), ranks.is_main, sweep)
+        loaded = run.models[spec.name]
+        predictor = eomt.Predictor(loaded.model, dtype=options.dtype)
+        sweep = _sweep_grid(options.sweep, predictor) if run.with_ground_truth and loaded.task == "panoptic" \
+            else None
+        todo = [i for i in readable
+                if not prediction_done(layout, layout.image_name(i), spec.name, sweep, loaded.task)]
+        outcome = run_model(writing, run.dataset, todo, predictor, spec.name, options.batch_size, options.workers,
+                            run.failed(spec.name), ranks.is_main, sweep, loaded.task)
         timings[spec.name] = (outcome.done, outcome.seconds)
         counts.update(outcome.counts)
         written += outcome.done
@@ -334,8 +429,8 @@ def _update_manifest(layout: Layout, timings: dict) -> dict:
             with Image.open(path) as image:
                 entry["width"], entry["height"] = image.size
     for model in manifest["models"]:
-        model["images_done"] = sum(prediction_done(layout, layout.image_name(entry["index"]), model["name"])
-                                   for entry in manifest["images"])
+        model["images_done"] = sum(prediction_done(layout, layout.image_name(entry["index"]), model["name"],
+                                                   task=model_task(model)) for entry in manifest["images"])
         done, seconds = timings.get(model["name"], (0, 0.0))
         if done:
             model["seconds_per_image"] = round(seconds / done, 6)
@@ -357,7 +452,7 @@ def finish(layout: Layout, specs, gathered) -> int:
         dataset_level = build_aggregates(layout.root, counts)
     else:  # nothing new: the aggregate files are up to date and stay untouched
         dataset_level = json.loads(layout.file(INSTANCE_COUNTS).read_text())["dataset_level_metrics"]
-    print_summary(manifest, dataset_level, timings, failures)
+    print_summary(manifest, dataset_level, timings, failures, _task_metrics(layout))
     if failures:
         print(f"{len(failures)} image(s) failed: see {layout.file(FAILURES)}", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -368,18 +463,36 @@ def reindex(out: str | Path) -> int:
     """Rebuilds the aggregate files of a folder from its panoptic/ files and prints the summary."""
     manifest = read_manifest(out)
     dataset_level = build_aggregates(out, progress=print)
-    print_summary(manifest, dataset_level, {}, [])
+    print_summary(manifest, dataset_level, {}, [], _task_metrics(Layout(out, len(manifest["images"]))))
     return 0
 
 
-def print_summary(manifest: dict, dataset_level: dict, timings: dict, failures: list) -> None:
-    """One row per model: PQ/SQ/RQ (x100) for All/Things/Stuff, images done and failed, images/s."""
+def _task_metrics(layout: Layout) -> dict:
+    try:
+        return json.loads(layout.file(TASK_METRICS).read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _task_columns(metrics: dict | None) -> str:
+    """mIoU (with the task it comes from) and mask AP of one model, x100."""
+    semantic, instance = (metrics or {}).get("semantic"), (metrics or {}).get("instance")
+    miou = semantic and semantic.get("miou")
+    ap = instance and instance.get("ap")
+    return (f"{'-' if miou is None else f'{100 * miou:5.1f}':>5} {'-' if ap is None else f'{100 * ap:5.1f}':>5}")
+
+
+def print_summary(manifest: dict, dataset_level: dict, timings: dict, failures: list,
+                  task_metrics: dict | None = None) -> None:
+    """One row per model: its task, PQ/SQ/RQ (x100) for All/Things/Stuff, mIoU and mask AP (a panoptic model's
+    from its class map and thing segments), images done and failed, images/s."""
 
     def pct(value) -> str:
-        return "   -" if value is None else f"{100 * value:5.1f}"
+        return "    -" if value is None else f"{100 * value:5.1f}"
 
-    header = (f"{'model':<20} {'PQ':>5} {'SQ':>5} {'RQ':>5} | {'PQth':>5} {'SQth':>5} {'RQth':>5} | "
-              f"{'PQst':>5} {'SQst':>5} {'RQst':>5} | {'done':>6} {'failed':>6} {'img/s':>7}")
+    header = (f"{'model':<20} {'task':<8} {'PQ':>5} {'SQ':>5} {'RQ':>5} | {'PQth':>5} {'SQth':>5} {'RQth':>5} | "
+              f"{'PQst':>5} {'SQst':>5} {'RQst':>5} | {'mIoU':>5} {'AP':>5} | {'done':>6} {'failed':>6} "
+              f"{'img/s':>7}")
     print(header)
     print("-" * len(header))
     for model in manifest["models"]:
@@ -388,9 +501,10 @@ def print_summary(manifest: dict, dataset_level: dict, timings: dict, failures: 
         done, seconds = timings.get(name, (0, 0.0))
         speed = f"{done / seconds:7.2f}" if done and seconds else "      -"
         n_failed = sum(1 for f in failures if f["stage"] == name)
-        print(f"{name:<20} {pct(m.get('pq'))} {pct(m.get('sq'))} {pct(m.get('rq'))} | "
+        print(f"{name:<20} {model_task(model):<8} {pct(m.get('pq'))} {pct(m.get('sq'))} {pct(m.get('rq'))} | "
               f"{pct(m.get('pq_things'))} {pct(m.get('sq_things'))} {pct(m.get('rq_things'))} | "
               f"{pct(m.get('pq_stuff'))} {pct(m.get('sq_stuff'))} {pct(m.get('rq_stuff'))} | "
-              f"{model['images_done']:>6} {n_failed:>6} {speed}")
+              f"{_task_columns((task_metrics or {}).get(name))} | {model['images_done']:>6} {n_failed:>6} {speed}")
+    print("(mIoU of a panoptic model: its class map; AP: its thing segments with their scores)")
     if not manifest["dataset"].get("has_ground_truth", True):
         print("(no ground truth in this data: predictions only, no metrics)")

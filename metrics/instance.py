@@ -143,13 +143,13 @@ class MatchCounts:
         return MatchCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
 
 
-def _match(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> MatchCounts:
+def _assign(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> list[int]:
     """COCOeval.evaluateImg for one category at one threshold, area range "all": detections (rows, by score)
     take the unmatched non-crowd gt (columns, non-crowd first) of highest IoU >= threshold, else a crowd gt
-    (the detection is then ignored)."""
+    (the detection is then ignored). Per detection, the column it took, -1 for none."""
     n_dt, n_gt = ious.shape
     matched = np.zeros(n_gt, dtype=bool)
-    tp = fp = 0
+    taken = []
     for d in range(n_dt):
         best, m = min(threshold, 1 - 1e-10), -1
         for g in range(n_gt):
@@ -160,12 +160,35 @@ def _match(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> MatchCounts
             if ious[d, g] < best:
                 continue
             best, m = ious[d, g], g
-        if m == -1:
-            fp += 1
-        elif not crowd[m]:
+        if m > -1 and not crowd[m]:
             matched[m] = True
-            tp += 1
-    return MatchCounts(tp, fp, int((~crowd).sum()) - tp)
+        taken.append(m)
+    return taken
+
+
+def _match(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> MatchCounts:
+    taken = _assign(ious, crowd, threshold)
+    tp = sum(1 for m in taken if m > -1 and not crowd[m])
+    return MatchCounts(tp, sum(1 for m in taken if m == -1), int((~crowd).sum()) - tp)
+
+
+def _by_category(gt: Sequence[Mapping], results: Sequence[Mapping], height: int, width: int, max_detections: int):
+    """Per category: (gt indices, non-crowd first; their crowd flags; result indices, best score first, at most
+    max_detections; the (results x gt) mask IoUs, crowd IoU = intersection / result area)."""
+    gt_rles = [annotation_rle(a["segmentation"], height, width) for a in gt]
+    for category in sorted({a["category_id"] for a in gt} | {r["category_id"] for r in results}):
+        g = [k for k, a in enumerate(gt) if a["category_id"] == category]
+        crowd = np.array([bool(gt[k].get("iscrowd", 0)) for k in g], dtype=bool)
+        order = np.argsort(crowd, kind="stable")
+        g, crowd = [g[k] for k in order], crowd[order]
+        d = [k for k, r in enumerate(results) if r["category_id"] == category]
+        d = [d[k] for k in np.argsort([-results[k]["score"] for k in d], kind="stable")][:max_detections]
+        if d and g:
+            ious = np.asarray(mask_utils.iou([annotation_rle(results[k]["segmentation"], height, width) for k in d],
+                                             [gt_rles[k] for k in g], crowd.astype(np.uint8).tolist()))
+        else:
+            ious = np.zeros((len(d), len(g)))
+        yield category, g, crowd, d, ious.reshape(len(d), len(g))
 
 
 def image_counts(gt: Sequence[Mapping], results: Sequence[Mapping], height: int, width: int,
@@ -173,25 +196,29 @@ def image_counts(gt: Sequence[Mapping], results: Sequence[Mapping], height: int,
                  max_detections: int = MAX_DETECTIONS) -> dict[float, dict[int, MatchCounts]]:
     """{threshold: {category id: MatchCounts}} of one image: `gt` its COCO annotations (polygons or RLE, with
     iscrowd), `results` its COCO results; category ids just have to agree between the two. The matching is
-    COCOeval's (see `_match`): per category the max_detections best-scored results, greedy by score; a result on a
-    crowd region is neither TP nor FP; FN = unmatched non-crowd gt."""
-    gt_rles = [annotation_rle(a["segmentation"], height, width) for a in gt]
+    COCOeval's (see `_assign`): per category the max_detections best-scored results, greedy by score; a result on
+    a crowd region is neither TP nor FP; FN = unmatched non-crowd gt."""
     counts: dict[float, dict[int, MatchCounts]] = {t: {} for t in thresholds}
-    for category in sorted({a["category_id"] for a in gt} | {r["category_id"] for r in results}):
-        g = [k for k, a in enumerate(gt) if a["category_id"] == category]
-        crowd = np.array([bool(gt[k].get("iscrowd", 0)) for k in g], dtype=bool)
-        order = np.argsort(crowd, kind="stable")
-        g, crowd = [g[k] for k in order], crowd[order]
-        d = [r for r in results if r["category_id"] == category]
-        d = [d[k] for k in np.argsort([-r["score"] for r in d], kind="stable")][:max_detections]
-        if d and g:
-            ious = np.asarray(mask_utils.iou([annotation_rle(r["segmentation"], height, width) for r in d],
-                                             [gt_rles[k] for k in g], crowd.astype(np.uint8).tolist()))
-        else:
-            ious = np.zeros((len(d), len(g)))
+    for category, _, crowd, _, ious in _by_category(gt, results, height, width, max_detections):
         for t in thresholds:
-            counts[t][int(category)] = _match(ious.reshape(len(d), len(g)), crowd, t)
+            counts[t][int(category)] = _match(ious, crowd, t)
     return counts
+
+
+def image_matches(gt: Sequence[Mapping], results: Sequence[Mapping], height: int, width: int, threshold: float,
+                  max_detections: int = MAX_DETECTIONS) -> tuple[list[str], list[str]]:
+    """The matching behind `image_counts` at one threshold, per object: for each result "TP", "FP", "ignored"
+    (on a crowd region) or "unranked" (beyond the max_detections best of its category), and for each ground-truth
+    annotation "TP", "FN" or "crowd". Their tallies per category are image_counts'."""
+    result_status, gt_status = ["unranked"] * len(results), ["FN"] * len(gt)
+    for _, g, crowd, d, ious in _by_category(gt, results, height, width, max_detections):
+        for k, is_crowd in zip(g, crowd, strict=True):
+            gt_status[k] = "crowd" if is_crowd else "FN"
+        for k, m in zip(d, _assign(ious, crowd, threshold), strict=True):
+            result_status[k] = "FP" if m == -1 else "ignored" if crowd[m] else "TP"
+            if m > -1 and not crowd[m]:
+                gt_status[g[m]] = "TP"
+    return result_status, gt_status
 
 
 def total_counts(per_category: Mapping[int, MatchCounts]) -> MatchCounts:

@@ -6,7 +6,7 @@ dropped to void or swapped, upsampled with jittered cell borders so IoUs vary. A
 `build_aggregates`, so the folder's metrics (and its error analysis) are the product's own. With `sweep`, each
 prediction also gets a made-up threshold sweep whose default setting holds its real counts.
 
-    python -m synthetic.folders OUT [--images 2000] [--models 4] [--size 512x683] [--workers 2]
+    python -m synthetic.folders OUT [--images 2000] [--models 4] [--size 512x683] [--workers 2] [--tasks]
     python -m synthetic.folders OUT --sample   # the three real ADE20K photos of tests/data, synthetic predictions
 """
 
@@ -224,13 +224,35 @@ def write_sweeps(layout: Layout, images: list[str], models: list[str], grid: Swe
                               sweep_record(grid, [_swept(counts, s, o) for s, o in grid.settings]))
 
 
+def write_task_ground_truth(layout: Layout, images: list[str]) -> None:
+    """Semantic and instance ground truth of every image from its panoptic one (the class map; the thing segments),
+    so that the aggregates score the panoptic models on the semantic and instance tasks too."""
+    from dump.records import instance_gt_record
+    from metrics.instance import annotations_from_panoptic
+    from metrics.semantic import semantic_from_panoptic
+
+    for index, image in enumerate(images):
+        gt = read_annotation(layout, image, GT)
+        if gt is None:
+            continue
+        segment_map = read_png(layout.panoptic_png(image, GT))
+        atomic.write_png(layout.semantic_png(image, GT), semantic_from_panoptic(segment_map, gt["segments_info"]))
+        entry = {"id": index, "file_name": f"{image}.png", "width": segment_map.shape[1],
+                 "height": segment_map.shape[0]}
+        annotations = [{k: v for k, v in a.items() if k != "id"} for a in
+                       annotations_from_panoptic(segment_map, gt["segments_info"], index)]
+        atomic.write_json(layout.instance_json(image, GT), instance_gt_record(entry, annotations))
+
+
 def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = MODELS,
                 size: tuple[int, int] = (48, 64), seed: int = 0, n_classes: int = 12, workers: int = 1,
-                grid: tuple[int, int] = (6, 8), aggregates: bool = True, sweep: bool = True) -> Path:
+                grid: tuple[int, int] = (6, 8), aggregates: bool = True, sweep: bool = True,
+                tasks: bool = False) -> Path:
     """A complete output folder of `n_images` synthetic images and `models` predictions; returns its path.
 
     The classes are the full ADE20K table; images draw from `n_classes` of them (things and stuff mixed), so
-    filters have something to find. `sweep`: per-image threshold sweeps (write_sweeps)."""
+    filters have something to find. `sweep`: per-image threshold sweeps (write_sweeps). `tasks`: semantic and
+    instance ground truth too (write_task_ground_truth), so the panoptic models get every task's files."""
     root = Path(root)
     classes = ade20k_table()
     rng = np.random.default_rng(seed)
@@ -254,6 +276,11 @@ def make_folder(root: str | Path, n_images: int = 6, models: tuple[str, ...] = M
             _write_chunk(job)
     if sweep:
         write_sweeps(layout, [layout.image_name(i) for i in range(n_images)], list(models))
+    if tasks:
+        write_task_ground_truth(layout, [layout.image_name(i) for i in range(n_images)])
+        manifest = _manifest(layout, list(models), classes, [size] * n_images, keys)
+        manifest["dataset"]["ground_truth_tasks"] = ["panoptic", "semantic", "instance"]
+        write_manifest(layout, manifest)
     if aggregates:
         build_aggregates(root, workers=max(1, workers))
     return root
@@ -366,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample", action="store_true", help="the three real ADE20K photos instead")
+    parser.add_argument("--tasks", action="store_true",
+                        help="semantic and instance ground truth too: the models are scored on every task")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.sample:
@@ -376,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.models > 6:
             names = tuple(f"model{k}" for k in range(args.models))
         make_folder(args.out, n_images=args.images, models=names, size=(height, width), n_classes=args.classes,
-                    workers=args.workers, grid=(8, 10))
+                    workers=args.workers, grid=(8, 10), tasks=args.tasks)
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -326,3 +327,19 @@ def official_dinov3_keys(dim: int, depth: int, num_queries: int, num_classes: in
     heads = official_keys(dim, 0, 1, num_queries, num_classes, num_blocks)
     keys.update({k: v for k, v in heads.items() if k.startswith(("network.mask_head.", "network.upscale."))})
     return keys
+
+
+# ------------------------------------------------------------------------------------- pycocotools oracle
+
+def pycocotools_image_counts(evaluator, threshold_index: int):
+    """{(image id, category id): (tp, fp, fn)} from COCOeval's evalImgs at area "all", 100 detections."""
+    counts = {}
+    for e in evaluator.evalImgs:
+        if e is None or e["aRng"] != [0, 1e10]:
+            continue
+        matched = e["dtMatches"][threshold_index] > 0
+        ignored = e["dtIgnore"][threshold_index].astype(bool)
+        tp = int((matched & ~ignored).sum())
+        counts[e["image_id"], e["category_id"]] = (tp, int((~matched & ~ignored).sum()),
+                                                   int((~np.asarray(e["gtIgnore"], bool)).sum()) - tp)
+    return counts

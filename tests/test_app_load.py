@@ -19,7 +19,7 @@ from tests.app_runner import running_app
 SESSIONS = 20
 SECONDS = 30.0
 MODELS = ["alpha", "beta"]
-CONTROLS = (MODELS, "labels", 0.6, True, True, True, "alpha", "beta")
+CONTROLS = (MODELS, "labels", 0.6, True, True, True, "alpha", "beta", 0.5, 0.5)
 DATASET = (MODELS, "PQ", "all", "all", "alpha", "beta", "none", 0.1)  # the Dataset tab's controls
 
 

@@ -22,7 +22,7 @@ from viewer.filters import ImageFilter, filter_images, rank_images
 from viewer.index import load_folder
 
 # Display controls, in the order every image event takes them (after the hidden session state).
-CONTROLS = (list(MODELS), "labels", 0.6, True, False, True, "alpha", "beta")
+CONTROLS = (list(MODELS), "labels", 0.6, True, False, True, "alpha", "beta", 0.5, 0.5)
 
 
 def frame(value) -> pd.DataFrame:
@@ -67,7 +67,7 @@ def test_browse_filter_rank_and_inspect_through_the_endpoints(app, folder):
     assert frame(ranked[8])["image"].tolist() == [index.images[p] for p in expected]
     assert ranked[0] == index.images[expected[0]]
 
-    inspector = frame(client.predict(list(MODELS), 5, 4, api_name="/inspect"))
+    inspector = frame(client.predict(5, 4, *CONTROLS, api_name="/inspect"))
     assert inspector["source"].tolist() == ["ground truth", *MODELS]
 
     path = files(client.predict(list(MODELS), api_name="/export_list"))
@@ -161,7 +161,7 @@ def test_without_a_folder_it_opens_the_demo(tmp_path, monkeypatch):
     folder = gradio_app.default_folder()
     assert folder.parent == tmp_path / "cache"
     index = load_folder(folder)
-    assert index.n_images == 2 and index.models == list(demo.DEMO_MODELS)
+    assert index.n_images == 2 and index.models == list(demo.folder_models())
 
 
 def test_without_a_folder_or_demo_checkpoints_it_says_how_to_make_a_folder(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 import eomt
 from dump import demo
-from dump.folder import INSTANCE_COUNTS, MANIFEST
+from dump.folder import INSTANCE_COUNTS, MANIFEST, TASK_METRICS
 from segdata.ade20k import ADE20K
 from training.loop import evaluate, evaluate_semantic
 
@@ -53,18 +53,31 @@ def test_the_better_model_reaches_0_7_and_the_models_differ():
     assert demo.STATED_MIOU["toy-semantic"] >= 0.7
 
 
+def test_a_new_format_or_model_changes_the_demo_key(monkeypatch):
+    key = demo.demo_key()
+    monkeypatch.setattr(demo, "DEMO_SEMANTIC", {})
+    assert demo.demo_key() != key  # a cached demo folder without the semantic model is built again
+
+
 def test_demo_folder_builds_end_to_end_and_is_cached(tmp_path, monkeypatch):
     monkeypatch.setenv(demo.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(demo, "DEMO_IMAGES", 3)
     folder = demo.default_demo_folder()
     assert folder.parent == tmp_path / "cache" and folder.name == f"demo-{demo.demo_key()}"
     manifest = json.loads((folder / MANIFEST).read_text())
-    assert [m["name"] for m in manifest["models"]] == list(demo.DEMO_MODELS)
+    assert [m["name"] for m in manifest["models"]] == list(demo.DEMO_MODELS) + list(demo.DEMO_SEMANTIC)
+    assert [m["task"] for m in manifest["models"]] == ["panoptic", "panoptic", "semantic"]
     assert all(m["images_done"] == 3 for m in manifest["models"])
     assert len(manifest["images"]) == 3 and len(manifest["classes"]) == 150
     levels = json.loads((folder / INSTANCE_COUNTS).read_text())["dataset_level_metrics"]
-    assert set(levels) == set(demo.DEMO_MODELS) and all(levels[m]["pq"] is not None for m in levels)
-    assert (folder / "val_0002_pred_toy-small.png").exists()
+    assert all(levels[m]["pq"] is not None for m in demo.DEMO_MODELS) and "toy-semantic" not in levels
+    assert (folder / "val_0002_pred_toy-small.png").exists() and (folder / "semantic/toy-semantic/val_0002.png").exists()
+    # The cross-task comparison: every model has an mIoU on the same semantic ground truth, the semantic model's
+    # from its own maps, the panoptic models' from their class maps.
+    tasks = json.loads((folder / TASK_METRICS).read_text())["models"]
+    assert {m: tasks[m]["semantic"]["source_task"] for m in tasks} == \
+        {"toy-base": "panoptic", "toy-small": "panoptic", "toy-semantic": "semantic"}
+    assert all(tasks[m]["semantic"]["miou"] > 0.3 for m in tasks)
 
     stamp = (folder / MANIFEST).stat().st_mtime_ns
     assert demo.default_demo_folder() == folder  # built once: the second call only finds it

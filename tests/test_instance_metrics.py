@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.cocoeval import COCOeval
 
 from metrics import instance
 from synthetic.coco import instances_document, toy_images
+from tests.oracles import pycocotools_image_counts
 
 
 def shifted(mask: np.ndarray, rng) -> np.ndarray:
@@ -121,20 +121,6 @@ def test_unknown_ids_in_results_are_refused():
     with pytest.raises(ValueError, match=r"category ids \[0\] .*contiguous class ids instead of the file's"):
         instance.mask_ap(gt, [result(square(0, 0, 5), 0.5, category=0)])
     assert instance.mask_ap(gt, [])["ap"] == 0.0  # no detections: nothing found
-
-
-def pycocotools_image_counts(evaluator: COCOeval, threshold_index: int):
-    """{(image id, category id): (tp, fp, fn)} from COCOeval's evalImgs at area "all", 100 detections."""
-    counts = {}
-    for e in evaluator.evalImgs:
-        if e is None or e["aRng"] != [0, 1e10]:
-            continue
-        matched = e["dtMatches"][threshold_index] > 0
-        ignored = e["dtIgnore"][threshold_index].astype(bool)
-        tp = int((matched & ~ignored).sum())
-        counts[e["image_id"], e["category_id"]] = (tp, int((~matched & ~ignored).sum()),
-                                                   int((~np.asarray(e["gtIgnore"], bool)).sum()) - tp)
-    return counts
 
 
 def test_image_counts_match_cocoeval(case):

@@ -227,14 +227,21 @@ def test_reindex_adds_the_analysis_to_a_version_1_folder(reference_folder, tmp_p
     old = tmp_path / "v1"
     shutil.copytree(reference_folder, old)
     for path in [*old.glob("panoptic/*/*.analysis.json"), old / "analysis_stats.csv", old / "segment_errors.csv",
-                 old / "sweep.json"]:
+                 old / "sweep.json", old / "semantic_stats.csv", old / "semantic_confusion.csv",
+                 old / "instance_stats.csv", old / "task_metrics.json"]:
         path.unlink()
+    shutil.rmtree(old / "semantic")
+    shutil.rmtree(old / "instance")
     manifest = json.loads((old / "manifest.json").read_text())
     (old / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
     assert read_manifest(old)["version"] == 1
     assert predict_dump.main(["--out", str(old), "--reindex"]) == 0
-    assert {k: v for k, v in folder_files(old).items() if k != "manifest.json"} == \
-        {k: v for k, v in folder_files(reference_folder).items() if k != "manifest.json"}
+
+    def panoptic_files(root):  # the task files need ground truth a version 1 folder does not have
+        return {k: v for k, v in folder_files(root).items() if k != "manifest.json" and not
+                k.startswith(("semantic", "instance/", "instance_stats", "task_metrics"))}
+
+    assert panoptic_files(old) == panoptic_files(reference_folder)
     (old / "manifest.json").write_text(json.dumps({**manifest, "version": 3}))
     with pytest.raises(FolderError, match="version 3, this program reads 1 and 2"):
         read_manifest(old)
@@ -433,6 +440,7 @@ def test_a_model_failure_loses_only_that_image(setup, reference_folder, tmp_path
 
     import eomt
     from dump.passes import run_model
+    from dump.writer import Writing
     from eomt.render import palette_array
     from eomt.transforms import resize_and_pad
     from segdata.ade20k import ADE20K
@@ -447,8 +455,10 @@ def test_a_model_failure_loses_only_that_image(setup, reference_folder, tmp_path
     model = eomt.load_model(setup["models"][1].split("=", 1)[1].split("@")[0], preset=setup["models"][1].split("@")[1])
     bad = resize_and_pad(dataset.read_image(3), model.config.img_size)[0]
     failures = []
-    outcome = run_model(layout, dataset, list(range(N_IMAGES)), FailingPredictor(eomt.Predictor(model), bad), "A",
-                        palette_array([c["color"] for c in read_manifest(out)["classes"]])[:-1], True,
+    writing = Writing(layout, palette_array([c["color"] for c in read_manifest(out)["classes"]])[:-1],
+                      ("panoptic", "semantic", "instance"), 150, {c: c for c in range(150)}, tuple(range(N_IMAGES)),
+                      tuple(dataset.keys))
+    outcome = run_model(writing, dataset, list(range(N_IMAGES)), FailingPredictor(eomt.Predictor(model), bad), "A",
                         batch_size=3, workers=0, on_failure=lambda i, reason: failures.append((i, reason)),
                         show_progress=False)
     assert [i for i, _ in failures] == [3] and "out of memory" in failures[0][1]

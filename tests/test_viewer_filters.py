@@ -32,7 +32,7 @@ def hand_made_index():
     }
     return SimpleNamespace(n_images=4, classes=classes, instance_counts={GT: gt, "A": model},
                            available={GT: np.ones(4, bool), "A": np.array([True, True, True, False])},
-                           models=["A", "B"], image_metrics=metrics,
+                           models=["A", "B"], image_metrics=metrics, model_tasks={"A": "panoptic", "B": "panoptic"},
                            images=[f"val_{i:04d}" for i in range(4)])
 
 

@@ -19,14 +19,18 @@ from viewer.labelmaps import LabelMapError, load_label_map, match_segments
 CLASS_COLUMNS = ["model", "class id", "class", "kind", "PQ", "SQ", "RQ", "TP", "FP", "FN", "images"]
 
 
-def _rows(folder, models: list[str], positions) -> pd.DataFrame:
-    stats = folder.stats
-    rows = stats[stats["model"].isin(models)]
+def _select(table: pd.DataFrame, n_images: int, models: list[str], positions) -> pd.DataFrame:
+    """The rows of a per-image table (a "pos" column) of `models` on the images `positions` (None: all)."""
+    rows = table[table["model"].isin(models)]
     if positions is not None:
-        keep = np.zeros(folder.n_images, dtype=bool)
+        keep = np.zeros(n_images, dtype=bool)
         keep[np.asarray(positions, dtype=np.int64)] = True
         rows = rows[keep[rows["pos"].to_numpy()]]
     return rows
+
+
+def _rows(folder, models: list[str], positions) -> pd.DataFrame:
+    return _select(folder.stats, folder.n_images, models, positions)
 
 
 def class_metrics(folder, models: list[str], positions=None) -> pd.DataFrame:
@@ -243,3 +247,149 @@ def confusion_table(folder, models: list[str], positions=None, progress=None, wo
         "share of the class's FPs": grouped["segments"] / totals,
     }, columns=columns)
     return table.sort_values(["FP segments", "pixels on it"], ascending=False).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------- semantic and instance
+
+TASK_CLASS_COLUMNS = ["model", "class id", "IoU", "IoU from", "AP", "AP from"]
+
+
+def _semantic_sums(folder, models: list[str], positions) -> pd.DataFrame:
+    """semantic_stats.csv rows of `models` summed per (model, class) over the images."""
+    rows = _select(folder.semantic_stats, folder.n_images, models, positions)
+    return rows.groupby(["model", "category_id"], sort=False)[["intersection", "union", "gt_pixels",
+                                                                 "pred_pixels"]].sum().reset_index()
+
+
+def task_class_metrics(folder, models: list[str], positions=None) -> pd.DataFrame:
+    """Per (model, class): IoU from pixel counts summed over the images, and mask AP (pycocotools', over all
+    images: AP needs every detection, so it is not recomputed for a list), each with the task its prediction
+    comes from (a panoptic model's class map and thing segments)."""
+    sums = _semantic_sums(folder, models, positions)
+    sums = sums[sums["union"] > 0]
+    semantic = pd.DataFrame({"model": sums["model"], "class id": sums["category_id"],
+                             "IoU": sums["intersection"] / sums["union"],
+                             "IoU from": sums["model"].map(lambda m: folder.model_tasks[m])})
+    rows = []
+    if positions is None:
+        for model in models:
+            entry = (folder.task_metrics.get(model) or {}).get("instance") or {}
+            rows += [{"model": model, "class id": int(c), "AP": ap, "AP from": entry["source_task"]}
+                     for c, ap in (entry.get("per_class") or {}).items() if ap is not None]
+    instance = pd.DataFrame(rows, columns=["model", "class id", "AP", "AP from"])
+    return semantic.merge(instance, on=["model", "class id"], how="outer")[TASK_CLASS_COLUMNS]
+
+
+def all_class_metrics(folder, models: list[str], positions=None) -> pd.DataFrame:
+    """class_metrics (PQ/SQ/RQ) beside task_class_metrics (IoU, AP): one row per (model, class) active in any."""
+    table = class_metrics(folder, models, positions).merge(task_class_metrics(folder, models, positions),
+                                                           on=["model", "class id"], how="outer")
+    table["class"] = [folder.classes.label(c) for c in table["class id"]]
+    table["kind"] = ["thing" if folder.classes.isthing.get(c) else "stuff" for c in table["class id"]]
+    order = {m: k for k, m in enumerate(models)}
+    table = table.sort_values(["class id", "model"], key=lambda s: s.map(order) if s.name == "model" else s)
+    return table.reset_index(drop=True)
+
+
+def task_summary(folder, models: list[str], positions=None) -> pd.DataFrame:
+    """Per model: mIoU, fwIoU, aAcc, mAcc from counts summed over the images and mask AP (all images), each with
+    the task its prediction comes from."""
+    from metrics.semantic import ClassCounts, summary
+
+    sums = _semantic_sums(folder, models, positions)
+    size = max(folder.classes.names, default=-1) + 1
+    result = []
+    for model in models:
+        mine = sums[sums["model"] == model]
+        row = {"model": model, "task": folder.model_tasks[model]}
+        if len(mine):
+            counts = ClassCounts(*(np.bincount(mine["category_id"], weights=mine[c], minlength=size).astype(np.int64)
+                                   for c in ("intersection", "union", "gt_pixels", "pred_pixels")))
+            values = summary(counts, class_ids=())
+            row.update({"mIoU": values["miou"], "fwIoU": values["fwiou"], "aAcc": values["aacc"],
+                        "mAcc": values["macc"], "mIoU from": folder.model_tasks[model]})
+        instance = (folder.task_metrics.get(model) or {}).get("instance")
+        if instance and positions is None:
+            row.update({"AP": instance["ap"], "AP50": instance["ap50"], "AP75": instance["ap75"],
+                        "AP small": instance["ap_small"], "AP medium": instance["ap_medium"],
+                        "AP large": instance["ap_large"], "AP from": instance["source_task"]})
+        result.append(row)
+    columns = ["model", "task", "mIoU", "fwIoU", "aAcc", "mAcc", "mIoU from", "AP", "AP50", "AP75", "AP small",
+               "AP medium", "AP large", "AP from"]
+    return pd.DataFrame(result, columns=columns)
+
+
+# ------------------------------------------------------------------------------------------ confusion matrix
+
+NO_CLASS_LABEL = "no class"
+
+
+@lru_cache(maxsize=4)
+def _confusion_rows(folder) -> pd.DataFrame:
+    """semantic_confusion.csv with a "pos" column, read on first use (opening the folder does not need it)."""
+    from dump.folder import SEMANTIC_CONFUSION
+
+    path = folder.layout.file(SEMANTIC_CONFUSION)
+    columns = ["image", "model", "source_task", "gt_category_id", "pred_category_id", "pixels", "pos"]
+    try:
+        table = pd.read_csv(path, dtype={"image": str, "model": str, "source_task": str})
+    except (OSError, ValueError, pd.errors.ParserError):
+        return pd.DataFrame(columns=columns)
+    table["pos"] = table["image"].map(pd.Series(np.arange(folder.n_images), index=folder.images))
+    return table.dropna(subset=["pos"]).astype({"pos": "int64"})[columns]
+
+
+def confusion_matrix(folder, model: str, positions=None) -> np.ndarray:
+    """(C, C + 1) pixels of (ground-truth class, predicted class) summed over the images, the last column
+    predictions of no class: semantic_confusion.csv's cells and semantic_stats.csv's intersections."""
+    size = max(folder.classes.names, default=-1) + 1
+    matrix = np.zeros((size, size + 1), dtype=np.int64)
+    cells = _select(_confusion_rows(folder), folder.n_images, [model], positions)
+    columns = np.where(cells["pred_category_id"].to_numpy() < 0, size, cells["pred_category_id"].to_numpy())
+    np.add.at(matrix, (cells["gt_category_id"].to_numpy(), columns), cells["pixels"].to_numpy())
+    diagonal = _semantic_sums(folder, [model], positions)
+    matrix[diagonal["category_id"].to_numpy(), diagonal["category_id"].to_numpy()] = diagonal["intersection"]
+    return matrix
+
+
+def confusion_label(folder, class_id: int) -> str:
+    """A class name, or "no class" for -1."""
+    return NO_CLASS_LABEL if class_id < 0 else folder.classes.label(class_id)
+
+
+def top_confusions(folder, model: str, positions=None, top_n: int = 20) -> pd.DataFrame:
+    """The largest off-diagonal cells: ground-truth class, what it was predicted as, pixels, their share of the
+    class's ground-truth pixels, and in how many images it happens."""
+    cells = _select(_confusion_rows(folder), folder.n_images, [model], positions)
+    grouped = cells.groupby(["gt_category_id", "pred_category_id"]).agg(pixels=("pixels", "sum"),
+                                                                        images=("pos", "nunique")).reset_index()
+    grouped = grouped.sort_values(["pixels", "gt_category_id", "pred_category_id"],
+                                  ascending=[False, True, True]).head(top_n)
+    gt_pixels = confusion_matrix(folder, model, positions).sum(axis=1)
+    return pd.DataFrame({
+        "ground truth": [confusion_label(folder, c) for c in grouped["gt_category_id"]],
+        "predicted as": [confusion_label(folder, c) for c in grouped["pred_category_id"]],
+        "pixels": grouped["pixels"].to_numpy(),
+        "share of the class": grouped["pixels"].to_numpy() / np.maximum(gt_pixels[grouped["gt_category_id"]], 1),
+        "images": grouped["images"].to_numpy(),
+        "gt id": grouped["gt_category_id"].to_numpy(), "predicted id": grouped["pred_category_id"].to_numpy()})
+
+
+def confusion_images(folder, model: str, gt_class: int, predicted: int, positions=None,
+                     top_n: int | None = 20) -> pd.DataFrame:
+    """The images where `model` predicts `predicted` (-1: no class) on ground-truth `gt_class` the most pixels,
+    with that share of the class's pixels in the image."""
+    cells = _select(_confusion_rows(folder), folder.n_images, [model], positions)
+    cells = cells[(cells["gt_category_id"] == gt_class) & (cells["pred_category_id"] == predicted)]
+    cells = cells.sort_values(["pixels", "pos"], ascending=[False, True])
+    if top_n:
+        cells = cells.head(top_n)
+    stats = folder.semantic_stats
+    stats = stats[(stats["model"] == model) & (stats["category_id"] == gt_class)].set_index("pos")["gt_pixels"]
+    return pd.DataFrame({"image": [folder.images[p] for p in cells["pos"]], "model": model,
+                         "ground truth": confusion_label(folder, gt_class),
+                         "predicted as": confusion_label(folder, predicted),
+                         "pixels": cells["pixels"].to_numpy(),
+                         "share of the class in the image": cells["pixels"].to_numpy() /
+                         np.maximum(stats.reindex(cells["pos"]).fillna(0).to_numpy(), 1),
+                         "mIoU of the image": folder.image_metrics[model]["miou"].to_numpy()[cells["pos"]]})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dump.folder import PRESENCE_SCORE
 from viewer import analysis, dataset, filters, live, navigation, plots, tables
 from viewer.index import FolderIndex
 from viewer.markup import text
@@ -23,9 +24,11 @@ from viewer.panels import (
     inspect_pixel,
     legend,
     legend_classes,
+    model_title,
     panels_html,
     png_bytes,
 )
+from viewer.task_stats import RANK_METRICS
 
 NO_PIXEL = pd.DataFrame(columns=list(INSPECTOR_COLUMNS))  # the inspector before a click
 
@@ -59,12 +62,22 @@ def chosen_models(folder: FolderIndex, chosen) -> list[str]:
 
 
 def display(folder: FolderIndex, shown, mode: str, opacity: float, borders: bool, error_maps: bool,
-            pair_map: bool, model_a: str | None, model_b: str | None) -> Display:
-    """The display controls' values as a Display; models not in the folder are ignored."""
+            pair_map: bool, model_a: str | None, model_b: str | None, min_score: float = PRESENCE_SCORE,
+            iou: float = 0.5) -> Display:
+    """The display controls' values as a Display; models not in the folder are ignored. `min_score`: instances
+    scored below are not drawn; `iou`: the instance error maps' matching threshold."""
     pair = (model_a, model_b) if pair_map and model_a and model_b and model_a != model_b else None
     return Display(chosen_models(folder, shown),
                    DisplayOptions(mode=mode, opacity=float(opacity), borders=bool(borders),
-                                  error_maps=bool(error_maps), pair=pair))
+                                  error_maps=bool(error_maps), pair=pair,
+                                  min_score=PRESENCE_SCORE if min_score is None else float(min_score),
+                                  iou=0.5 if iou is None else float(iou)))
+
+
+def class_difference_metric(folder: FolderIndex, models: list[str]) -> str:
+    """Per-class differences in PQ between panoptic models, else in IoU (the metric models of every task but
+    instance share)."""
+    return "PQ" if all(folder.model_tasks[m] == "panoptic" for m in models) else "IoU"
 
 
 @dataclass(frozen=True)
@@ -97,14 +110,15 @@ def show_image(folder: FolderIndex, view: dict, shown: Display) -> ImagePage:
                          tables.image_metrics_table(folder, 0, []), None, None, None)
     panels, photo = image_panels(folder, pos, shown.models, shown.options)
     entry = folder.manifest["images"][pos]
-    html = panels_html(panels, photo, legend_classes(folder, pos, shown.models), folder.images[pos],
-                       shown.options, size=(entry.get("height"), entry.get("width")))
+    html = panels_html(panels, photo, legend_classes(folder, pos, shown.models, shown.options.min_score),
+                       folder.images[pos], shown.options, size=(entry.get("height"), entry.get("width")))
     metrics = tables.image_metrics_table(folder, pos, shown.models)
     class_table = tables.image_class_table(folder, pos, shown.models)
+    differences = tables.class_difference_table(class_table, shown.models,
+                                                class_difference_metric(folder, shown.models))
     return ImagePage(view, folder.images[pos], navigation.describe(folder, view), html, NO_PIXEL,
                      tables.rounded(metrics), tables.style_differences(tables.pairwise_table(metrics)),
-                     tables.rounded(class_table),
-                     tables.style_differences(tables.class_difference_table(class_table, shown.models)))
+                     tables.rounded(class_table), tables.style_differences(differences))
 
 
 def _list_table(folder: FolderIndex, view: dict, models: list[str]) -> pd.DataFrame:
@@ -144,13 +158,18 @@ def all_images(folder: FolderIndex, shown: Display) -> tuple[ImagePage, ImageLis
 
 def rank(folder: FolderIndex, view: dict, model_a: str, model_b: str, order: str, metric: str, top_n,
          shown: Display) -> tuple[ImagePage, ImageList]:
-    """Ranks the filtered images by the signed difference of a per-image metric of A and B."""
+    """Ranks the filtered images by the signed difference of a per-image metric of A and B ("auto": the first
+    metric both have: PQ, else mIoU, else R@0.5)."""
     if not model_a or not model_b or model_a == model_b:
         raise UserError("Choose two different models A and B to rank by their difference.")
+    try:
+        metric = filters.ranking_metric(folder, model_a, model_b, metric)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     ranking = {"model_a": model_a, "model_b": model_b, "order": order, "metric": metric,
                "top_n": whole_number(top_n) or None}
     result = filters.rank_images(folder, view["filtered"], **ranking)
-    label = f"ranked: {filters.ORDERS[order]} (A = {text(model_a)}, B = {text(model_b)}, Δ{metric.upper()})"
+    label = f"ranked: {filters.ORDERS[order]} (A = {text(model_a)}, B = {text(model_b)}, Δ{RANK_METRICS[metric]})"
     ranked = navigation.new_view(result.positions, label, filtered=view["filtered"], ranking=ranking,
                                  left_out=result.left_out)
     return show_image(folder, ranked, shown), image_list(folder, ranked, shown.models)
@@ -173,12 +192,13 @@ def select_row(folder: FolderIndex, view: dict, row: list | None, shown: Display
     return show_image(folder, view if pos is None else navigation.go_to(view, pos), shown)
 
 
-def inspect(folder: FolderIndex, view: dict, models: list[str], x, y) -> pd.DataFrame:
-    """The pixel inspector's table at (x, y) of the current image."""
+def inspect(folder: FolderIndex, view: dict, models: list[str], x, y,
+            options: DisplayOptions | None = None) -> pd.DataFrame:
+    """The pixel inspector's table at (x, y) of the current image (instances as the display options show them)."""
     if view["current"] is None or x is None or y is None:
         return NO_PIXEL
     try:
-        return inspect_pixel(folder, view["current"], models, int(x), int(y))
+        return inspect_pixel(folder, view["current"], models, int(x), int(y), options)
     except IndexError as e:
         raise UserError(str(e)) from None
 
@@ -194,10 +214,11 @@ def export_image(folder: FolderIndex, view: dict, models: list[str], x, y) -> li
     pos, name = view["current"], folder.images[view["current"]]
     metrics = tables.image_metrics_table(folder, pos, models)
     class_table = tables.image_class_table(folder, pos, models)
+    differences = tables.class_difference_table(class_table, models, class_difference_metric(folder, models))
     paths = [tables.write_csv(metrics, f"{name}_metrics"),
              tables.write_csv(tables.pairwise_table(metrics), f"{name}_pairwise"),
              tables.write_csv(class_table, f"{name}_classes"),
-             tables.write_csv(tables.class_difference_table(class_table, models), f"{name}_class_differences")]
+             tables.write_csv(differences, f"{name}_class_differences")]
     x, y = whole_number(x), whole_number(y)
     if x is not None and y is not None:
         paths.append(tables.write_csv(inspect(folder, view, models, x, y), f"{name}_pixel_{x}_{y}"))
@@ -211,7 +232,7 @@ class DatasetQuery:
     """The Dataset tab's controls."""
 
     models: list[str]
-    metric: str = "PQ"
+    metric: str = "PQ"  # PQ, SQ, RQ, IoU or AP
     scope: str = "all"  # "all" images or the current "list"
     kind: str = "all"  # "all", "thing" or "stuff" classes
     model_a: str | None = None
@@ -254,7 +275,7 @@ def _dataset_tables(folder: FolderIndex, view: dict, query: DatasetQuery):
     """Per-class metrics of the chosen models, the classes passing the filter (ΔPQ with its interval), and the
     summary."""
     positions = query.positions(view)
-    per_class = dataset.class_metrics(folder, query.models, positions)
+    per_class = dataset.all_class_metrics(folder, query.models, positions)
     value = real_number(query.value)
     compare = dataset.compare_classes(
         per_class, query.models, query.metric, query.model_a, query.model_b,
@@ -263,7 +284,9 @@ def _dataset_tables(folder: FolderIndex, view: dict, query: DatasetQuery):
         threshold=value, kind=query.kind)
     if query.metric == "PQ" and query.pair() and any(str(c).startswith("ΔPQ") for c in compare.columns):
         compare = dataset.with_intervals(compare, _intervals(folder, view, query))
-    return per_class, compare, dataset.summary_table(folder, query.models, positions)
+    summary = dataset.summary_table(folder, query.models, positions).merge(
+        dataset.task_summary(folder, query.models, positions), on="model", how="left")
+    return per_class, compare, summary
 
 
 def dataset_page(folder: FolderIndex, view: dict, query: DatasetQuery) -> DatasetPage:
@@ -275,13 +298,26 @@ def dataset_page(folder: FolderIndex, view: dict, query: DatasetQuery) -> Datase
     scope = (f"{len(view['positions'])} images of the current list" if query.scope == "list"
              else f"all {folder.n_images} images")
     status = (f"{len(compare)} of {per_class['class id'].nunique()} active classes pass the filters · "
-              f"counts summed over {scope}")
+              f"counts summed over {scope}" + dataset_note(folder, query))
     colors = plots.model_colors(folder.models)
     return DatasetPage(tables.rounded(summary), plots.summary_chart(summary, colors),
                        plots.class_metric_chart(compare, query.models, query.metric, colors),
                        plots.delta_chart(compare, delta_column),
                        tables.style_differences(compare) if delta_column else tables.rounded(compare), status,
                        tables.style_differences(intervals, digits=4))
+
+
+def dataset_note(folder: FolderIndex, query: DatasetQuery) -> str:
+    """Where the chosen metric comes from, for models of other tasks than panoptic."""
+    notes = []
+    if query.metric in ("IoU", "AP") and any(folder.model_tasks[m] == "panoptic" for m in query.models):
+        notes.append(f"a panoptic model's {query.metric} comes from its "
+                     f"{'class map' if query.metric == 'IoU' else 'thing segments with their scores'}")
+    if query.metric in ("PQ", "SQ", "RQ") and any(folder.model_tasks[m] != "panoptic" for m in query.models):
+        notes.append("semantic and instance models have no PQ: choose IoU or AP to compare them")
+    if query.metric == "AP" and query.scope == "list":
+        notes.append("AP is over all images (it needs every detection; it is not recomputed for a list)")
+    return "".join(f" · {n}" for n in notes)
 
 
 def export_dataset(folder: FolderIndex, view: dict, query: DatasetQuery) -> list[str]:
@@ -310,6 +346,7 @@ def _error_models(query: DatasetQuery) -> list[str]:
 
 def errors_page(folder: FolderIndex, view: dict, query: DatasetQuery, group: str = "All") -> ErrorsPage:
     positions = query.positions(view)
+    query = DatasetQuery(**{**query.__dict__, "models": [m for m in query.models if m in folder.panoptic_models]})
     summary = analysis.error_summary(folder, query.models, positions, group)
     classes = analysis.class_errors(folder, _error_models(query), positions, query.kind)
     note = " ".join(filter(None, [analysis.NOT_ADDITIVE, "Click a count or ΔPQ to list the images where that "
@@ -401,6 +438,63 @@ def confusion(folder: FolderIndex, view: dict, models: list[str], scope: str,
     return tables.rounded(table), tables.write_csv(table, "unmatched_segments_confusion")
 
 
+# ---------------------------------------------------------------------------------------- confusion view
+
+@dataclass(frozen=True)
+class ConfusionPage:
+    """The semantic confusion matrix of one model: a heatmap, the largest confusions (click one to list its
+    images) and the choices of the confusion picker."""
+
+    chart: object
+    top: pd.DataFrame
+    choices: list[tuple[str, str]]
+    status: str
+
+
+def semantic_models(folder: FolderIndex) -> list[str]:
+    """The models with a semantic map: semantic models, and panoptic ones (their class map)."""
+    return [m for m in folder.models if "semantic" in folder.scored_tasks(m)]
+
+
+def confusion_page(folder: FolderIndex, view: dict, model: str | None, scope: str, max_classes=20) -> ConfusionPage:
+    if model not in semantic_models(folder):
+        raise UserError("Choose a semantic or panoptic model of this folder.")
+    positions = view["positions"] if scope == "list" else None
+    matrix = dataset.confusion_matrix(folder, model, positions)
+    top = dataset.top_confusions(folder, model, positions)
+    task = folder.model_tasks[model]
+    title = (f"{model}: ground truth x prediction ({'its class map' if task == 'panoptic' else 'semantic'}), "
+             f"{'the current list' if scope == 'list' else 'all images'}")
+    chart = plots.confusion_heatmap(matrix, folder.classes.names, title, whole_number(max_classes) or 20)
+    choices = [(f"{r['ground truth']} → {r['predicted as']}", f"{r['gt id']}:{r['predicted id']}")
+               for r in top.to_dict("records")]
+    status = (f"{int(matrix.sum()):,} labelled pixels; the largest confusions of {model} ({task}) first. Click one "
+              "(or pick it below) to list the images where it happens most.")
+    return ConfusionPage(chart, tables.rounded(top.drop(columns=["gt id", "predicted id"]), 4), choices, status)
+
+
+def confusion_choice(folder: FolderIndex, view: dict, model: str, scope: str, row_index: int | None) -> str | None:
+    """The picker value ("gt:predicted") of a clicked row of the top confusions."""
+    positions = view["positions"] if scope == "list" else None
+    top = dataset.top_confusions(folder, model, positions)
+    if row_index is None or not 0 <= row_index < len(top):
+        return None
+    return f"{top['gt id'].iloc[row_index]}:{top['predicted id'].iloc[row_index]}"
+
+
+def confusion_images(folder: FolderIndex, view: dict, model: str, choice: str | None, scope: str,
+                     top_n) -> ImageList:
+    """The images where the chosen confusion ("gt:predicted") covers the most pixels."""
+    if not choice or model not in semantic_models(folder):
+        raise UserError("Choose a model and a confusion first.")
+    gt_class, predicted = (int(v) for v in str(choice).split(":"))
+    positions = view["positions"] if scope == "list" else None
+    table = dataset.confusion_images(folder, model, gt_class, predicted, positions, whole_number(top_n) or None)
+    what = f"{dataset.confusion_label(folder, gt_class)} predicted as {dataset.confusion_label(folder, predicted)}"
+    return ImageList(tables.rounded(table, 4), f"**{len(table)} images** where {model} has {what} on the most "
+                                               "pixels; click one to open it")
+
+
 # -------------------------------------------------------------------------------------------------- live tab
 
 def live_run(folder: FolderIndex, photo, models: list[str]) -> tuple[live.LiveResult, str]:
@@ -421,7 +515,8 @@ def live_panels(folder: FolderIndex, result: live.LiveResult | None, mode: str, 
     if result is None:
         return "<p>Upload an image and run a model.</p>"
     options = DisplayOptions(mode=mode, opacity=float(opacity), borders=bool(borders))
-    panels = build_panels(None, result.labels, folder.classes.palette, options)
+    titles = {m: model_title(folder, m) for m in result.labels}
+    panels = build_panels(None, result.labels, folder.classes.palette, options, titles=titles)
     present = [s["category_id"] for labels in result.labels.values() if not isinstance(labels, str)
                for s in labels.segments.values()]
     return panels_html(panels, png_bytes(result.photo), legend(folder, present), f"live-{id(result)}", options,

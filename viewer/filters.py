@@ -13,6 +13,7 @@ import pandas as pd
 
 from dump.folder import GT
 from viewer.markup import text
+from viewer.task_stats import METRIC_TASK, RANK_METRICS, scored_tasks, shared_metric
 
 ORDERS = {
     "a_better": "A beats B most",
@@ -78,9 +79,27 @@ class Ranking:
     left_out: int  # images of the input with the metric undefined or missing for A or B
 
 
+def ranking_metric(folder, model_a: str, model_b: str, metric: str) -> str:
+    """The metric a ranking uses: `metric`, or for "auto" the first both models have (shared_metric); ValueError
+    when a model has no such number (a semantic model has no PQ) or the two share none."""
+    tasks = [scored_tasks(folder.model_tasks[model_a]), scored_tasks(folder.model_tasks[model_b])]
+    chosen = shared_metric(tasks) if metric == "auto" else metric
+    if chosen is None:
+        raise ValueError(f"{model_a} ({folder.model_tasks[model_a]}) and {model_b} ({folder.model_tasks[model_b]}) "
+                         "share no per-image metric: a semantic and an instance model are not scored on one task")
+    if chosen not in RANK_METRICS:
+        raise ValueError(f"metric must be one of {['auto', *RANK_METRICS]}")
+    missing = [m for m, scored in zip((model_a, model_b), tasks, strict=True) if METRIC_TASK[chosen] not in scored]
+    if missing:
+        raise ValueError(f"{missing[0]} is a {folder.model_tasks[missing[0]]} model: it has no {RANK_METRICS[chosen]}"
+                         f"; rank by the metric both share ({RANK_METRICS.get(shared_metric(tasks), 'none')})")
+    return chosen
+
+
 def rank_images(folder, positions: np.ndarray, model_a: str, model_b: str, order: str = "a_better",
                 metric: str = "pq", top_n: int | None = None) -> Ranking:
-    """Ranks `positions` by the signed difference A - B of a per-image metric (pq, sq or rq).
+    """Ranks `positions` by the signed difference A - B of a per-image metric (pq, sq, rq; miou; r50, r75: the
+    recall of the instances at IoU 0.5, 0.75; "auto": the first both models have).
 
     "a_better": largest A - B first (where A beats B most); "b_better": smallest first (where B beats A most);
     "largest": largest |A - B| first. Ties keep manifest order. Images where either value is undefined (no
@@ -90,6 +109,7 @@ def rank_images(folder, positions: np.ndarray, model_a: str, model_b: str, order
     for model in (model_a, model_b):
         if model not in folder.image_metrics:
             raise ValueError(f"unknown model {model!r}: the folder has {folder.models}")
+    metric = ranking_metric(folder, model_a, model_b, metric)
     positions = np.asarray(positions, dtype=np.int64)
     a = folder.image_metrics[model_a][metric].to_numpy()[positions]
     b = folder.image_metrics[model_b][metric].to_numpy()[positions]
@@ -101,7 +121,7 @@ def rank_images(folder, positions: np.ndarray, model_a: str, model_b: str, order
     if top_n is not None and top_n > 0:
         ranked = ranked[:top_n]
     chosen = positions[ranked]
-    name = metric.upper()
+    name = RANK_METRICS[metric]
     table = pd.DataFrame({
         "image": [folder.images[p] for p in chosen],
         "rank": np.arange(1, len(chosen) + 1),
@@ -109,8 +129,9 @@ def rank_images(folder, positions: np.ndarray, model_a: str, model_b: str, order
         f"{name} B ({model_b})": b[ranked],
         f"Δ{name} A−B": delta[ranked],
     })
+    counts = {"panoptic": ("tp", "fp", "fn"), "semantic": (), "instance": ("tp50", "fp50", "fn50")}[METRIC_TASK[metric]]
     for label, model in (("A", model_a), ("B", model_b)):
         metrics = folder.image_metrics[model]
-        for count in ("tp", "fp", "fn"):
-            table[f"{count.upper()} {label}"] = metrics[count].to_numpy()[chosen]
+        for count in counts:
+            table[f"{count.upper().replace('50', '@0.5')} {label}"] = metrics[count].to_numpy()[chosen]
     return Ranking(chosen, table, int((~defined).sum()))

@@ -1,7 +1,8 @@
 """Opens an output folder once: what it holds, what is missing or broken, and the per-image numbers.
 
-Opening reads the manifest, one listing per panoptic folder, `segment_stats.csv`, `analysis_stats.csv` and
-`sweep.json`, nothing per image: the instances per class that filters need are in segment_stats.csv (gt_segments,
+Opening reads the manifest, one listing per source folder, `segment_stats.csv`, `analysis_stats.csv`,
+`sweep.json`, and for the other tasks `semantic_stats.csv`, `instance_stats.csv` and `task_metrics.json`, nothing
+per image: the instances per class that filters need are in segment_stats.csv (gt_segments,
 pred_segments), so the per-image annotation JSONs are read only for pairs that file does not cover, and otherwise
 when an image is shown. That is what keeps opening a 2,000-image folder under two seconds. Filters and rankings
 work on numpy arrays indexed by image position (the image's row in the manifest).
@@ -22,13 +23,20 @@ from dump.folder import (
     ANALYSIS_STATS,
     ANALYSIS_STATS_COLUMNS,
     GT,
+    INSTANCE_STATS,
+    INSTANCE_STATS_COLUMNS,
     MANIFEST,
     SEGMENT_STATS,
     SEGMENT_STATS_COLUMNS,
+    SEMANTIC_STATS,
+    SEMANTIC_STATS_COLUMNS,
     SWEEP,
+    TASK_METRICS,
     FolderError,
     Layout,
     check_model_name,
+    ground_truth_tasks,
+    model_task,
     name_key,
     read_failures,
     read_json_file,
@@ -37,6 +45,7 @@ from dump.folder import (
 from eomt.classes import ClassInfo, ClassTable
 from metrics import pq
 from metrics.analysis import ANALYSIS_COLUMNS, FLOAT_COLUMNS, AnalysisCounts
+from viewer import task_stats
 from viewer.markup import text
 
 METRICS = ("pq", "sq", "rq")
@@ -94,6 +103,11 @@ class FolderIndex:
     analysis_offsets: np.ndarray  # rows of image p: analysis[offsets[p]:offsets[p + 1]]
     analysis_covered: dict[str, np.ndarray]  # model -> (images,) bool: analysis_stats.csv holds this pair
     sweep: dict  # sweep.json's "models": model -> its threshold sweep ({} without one)
+    model_tasks: dict[str, str]  # model -> the task it ran (panoptic, semantic, instance)
+    truth: dict[str, np.ndarray]  # task -> (images,) bool: the image has ground truth of that task
+    semantic_stats: pd.DataFrame  # semantic_stats.csv rows sorted by position, with a "pos" column
+    instance_stats: pd.DataFrame  # instance_stats.csv rows sorted by position, with a "pos" column
+    task_metrics: dict  # task_metrics.json's "models" ({} without it)
     opening_problems: list[str]
     opening_notes: dict[int, list[str]]  # position -> what is missing for that image
     names: dict[str, int]  # the image's index, "val_XXXX" name, key and stem -> position
@@ -133,6 +147,14 @@ class FolderIndex:
 
     def reindex_command(self) -> str:
         return REINDEX.format(root=self.root)
+
+    @property
+    def panoptic_models(self) -> list[str]:
+        return [m for m in self.models if self.model_tasks[m] == "panoptic"]
+
+    def scored_tasks(self, model: str) -> set[str]:
+        """The tasks a model's prediction is scored on (a panoptic one: all three)."""
+        return task_stats.scored_tasks(self.model_tasks[model])
 
     def stored_analysis(self, pos: int, model: str) -> AnalysisCounts | None:
         """This pair's analysis counts as analysis_stats.csv holds them; None when the file does not cover it."""
@@ -221,6 +243,26 @@ def _availability(layout: Layout, source: str, images: list[str], report: _Repor
     return available
 
 
+def _task_availability(layout: Layout, task: str, source: str, images: list[str], report: _Report,
+                       expected: bool) -> np.ndarray:
+    """Which images have `source`'s files of a semantic or instance task (GT, or a model of that task: its
+    record JSON, and a semantic model its PNG); missing ones are reported when `expected`."""
+    on_disk = _listing(layout.task_dir(task, source))
+    if source == GT and task == "semantic":
+        available = np.array([f"{image}.png" in on_disk for image in images], dtype=bool)
+    else:
+        needs_png = task == "semantic"
+        available = np.array([f"{image}.json" in on_disk and (not needs_png or f"{image}.png" in on_disk)
+                              for image in images], dtype=bool)
+    missing = [image for image, ok in zip(images, available, strict=True) if not ok]
+    if missing and expected:
+        label = f"{task} ground truth" if source == GT else f"a prediction of {source} ({task})"
+        report.problems.append(f"{len(missing)} of {len(images)} images without {label}: {_names(missing)}")
+        for pos in np.flatnonzero(~available).tolist():
+            report.note(pos, f"{source_label(source)}: no {task} {'ground truth' if source == GT else 'prediction'}")
+    return available
+
+
 def _read_table(layout: Layout, name: str, columns: tuple[str, ...], dtypes: dict, images: list[str],
                 models: list[str], report: _Report, missing: str) -> pd.DataFrame:
     """A per-(image, model, category) CSV of the folder, rows sorted by image position (a "pos" column); empty,
@@ -285,6 +327,39 @@ def _analysis_covered(analysis: pd.DataFrame, stats: pd.DataFrame, covered: dict
             report.problems.append(f"{ANALYSIS_STATS} lacks {stale} images of {model} (older than the "
                                    "predictions?); rebuild it with the dump's --reindex")
     return result
+
+
+SEMANTIC_DTYPES = {"image": str, "model": str, "source_task": str, "category_id": "int64", "intersection": "int64",
+                   "union": "int64", "gt_pixels": "int64", "pred_pixels": "int64"}
+INSTANCE_DTYPES = {"image": str, "model": str, "source_task": str, "category_id": "int64",
+                   **{c: "int64" for c in INSTANCE_STATS_COLUMNS[4:]}}
+
+
+def _read_task_tables(layout: Layout, images: list[str], models: list[str], wanted: set[str],
+                      report: _Report) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """semantic_stats.csv and instance_stats.csv; a missing one is a problem only where the folder has that
+    task's ground truth (a folder written before tasks existed has neither)."""
+    tables = []
+    for task, name, columns, dtypes in (("semantic", SEMANTIC_STATS, SEMANTIC_STATS_COLUMNS, SEMANTIC_DTYPES),
+                                        ("instance", INSTANCE_STATS, INSTANCE_STATS_COLUMNS, INSTANCE_DTYPES)):
+        quiet = task not in wanted and not layout.file(name).exists()
+        tables.append(_read_table(layout, name, columns, dtypes, images, models, _Report() if quiet else report,
+                                  f"no {task} metrics per image (rebuild it with the dump's --reindex)"))
+    return tables[0], tables[1]
+
+
+def _read_task_metrics(layout: Layout, report: _Report) -> dict:
+    path = layout.file(TASK_METRICS)
+    if not path.exists():
+        return {}
+    try:
+        models = read_json_file(path)["models"]
+        if not isinstance(models, dict):
+            raise TypeError("'models' is not an object")
+        return models
+    except (FolderError, KeyError, TypeError) as e:
+        report.problems.append(f"{path}: not usable ({e}); dataset-level mIoU and AP are not shown")
+        return {}
 
 
 def _read_sweep(layout: Layout, models: list[str], report: _Report) -> dict:
@@ -444,7 +519,51 @@ def _class_entry(entry: dict) -> tuple[ClassInfo, int]:
 
 def _model_entry(entry: dict) -> tuple[dict, str]:
     name = check_model_name(entry["name"])
+    if model_task(entry) not in task_stats.METRIC_TASK.values():
+        raise ValueError(f"unknown task {model_task(entry)!r}")
     return entry, name_key(name)
+
+
+def _availabilities(layout: Layout, images: list[str], tasks: dict[str, str], truths: tuple[str, ...],
+                    report: _Report) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per source, the images it has (a model: the files of its own task), and per task the images with ground
+    truth of it (panoptic: available[GT])."""
+    n = len(images)
+    available = {GT: _availability(layout, GT, images, report) if "panoptic" in truths else np.zeros(n, bool)}
+    truth = {"panoptic": available[GT]}
+    for task in ("semantic", "instance"):
+        truth[task] = _task_availability(layout, task, GT, images, report, task in truths)
+    for model, task in tasks.items():
+        available[model] = _availability(layout, model, images, report) if task == "panoptic" else \
+            _task_availability(layout, task, model, images, report, True)
+    if not any(t.any() for t in truth.values()):
+        report.problems.append("no ground truth at all: predictions are shown, metrics and error maps are not")
+    return available, truth
+
+
+def _task_counts(classes: ClassTable, n_images: int, tasks: dict[str, str], semantic: pd.DataFrame,
+                 instance: pd.DataFrame, instances: dict[str, np.ndarray]) -> None:
+    """Class filters on every task: a semantic model's classes are those it predicts on labelled pixels (what
+    semantic_stats.csv counts), an instance model's its thing instances scored from PRESENCE_SCORE; the ground
+    truth holds a class when any task's does."""
+    truth = [task_stats.presence(semantic, "gt_pixels", classes, n_images, None, cap=1),
+             task_stats.presence(instance, "gt_instances", classes, n_images, None)]
+    instances[GT] = np.maximum.reduce([instances[GT], *truth])
+    for model, task in tasks.items():
+        if task == "semantic":
+            instances[model] = task_stats.presence(semantic, "pred_pixels", classes, n_images, model, cap=1)
+        elif task == "instance":
+            instances[model] = task_stats.presence(instance, "pred_instances", classes, n_images, model)
+
+
+def _image_metrics(stats: pd.DataFrame, semantic: pd.DataFrame, instance: pd.DataFrame, n_images: int,
+                   model: str, covered: np.ndarray) -> pd.DataFrame:
+    """Per position: PQ/SQ/RQ with TP/FP/FN (panoptic), mIoU (semantic) and TP/FP/FN with recall at IoU 0.5 and
+    0.75 (instance), NaN where the model has no such number for the image."""
+    panoptic = per_image_metrics(stats, n_images, model)
+    panoptic.loc[~covered, ["pq", "sq", "rq"]] = np.nan
+    return pd.concat([panoptic, task_stats.per_image_semantic(semantic, n_images, model),
+                      task_stats.per_image_instance(instance, n_images, model)], axis=1)
 
 
 def _image_names(entries: list[dict], images: list[str]) -> dict[str, int]:
@@ -478,34 +597,41 @@ def load_folder(root: str | Path) -> FolderIndex:
     layout = Layout(root, len(entries))
     images = [layout.image_name(int(e["index"])) for e in entries]
 
-    available = {source: _availability(layout, source, images, report) for source in [GT, *models]}
-    if not available[GT].any():
-        report.problems.append("no ground truth at all: predictions are shown, metrics and error maps are not")
-    stats = _read_stats(layout, images, models, report)
+    tasks = {m["name"]: model_task(m) for m in manifest["models"]}
+    panoptic = [m for m in models if tasks[m] == "panoptic"]
+    truths = ground_truth_tasks(manifest)
+    available, truth = _availabilities(layout, images, tasks, truths, report)
+    stats = _read_stats(layout, images, models, report) if panoptic or "panoptic" in truths else \
+        _read_table(layout, SEGMENT_STATS, SEGMENT_STATS_COLUMNS, STATS_DTYPES, images, models, _Report(), "")
     unknown = sorted(set(stats["category_id"].unique().tolist()) - set(classes.names))
     if unknown:
         report.problems.append(f"{SEGMENT_STATS}: category ids not in the manifest's class table: {unknown[:10]}")
-    counts = _instance_counts(stats, classes, unknown, len(images), models, available)
-    _count_from_annotations(layout, images, models, classes, available, counts, bool(len(stats)), report)
+    counts = _instance_counts(stats, classes, unknown, len(images), panoptic, available)
+    _count_from_annotations(layout, images, panoptic, classes, available, counts, bool(len(stats)), report)
+    semantic, instance = _read_task_tables(layout, images, models, set(truths) - {"panoptic"}, report)
+    _task_counts(classes, len(images), tasks, semantic, instance, counts.instances)
     # As in instance_counts.json: an image has one "sky", however many pieces a prediction splits it into.
     stuff = np.array([not c.isthing for c in classes], dtype=bool)
     for matrix in counts.instances.values():
         matrix[:, stuff] = np.minimum(matrix[:, stuff], 1)
+    covered = {m: counts.covered.get(m, np.zeros(len(images), bool)) for m in models}
 
-    image_metrics = {model: per_image_metrics(stats, len(images), model) for model in models}
-    for model in models:
-        image_metrics[model].loc[~counts.covered[model], ["pq", "sq", "rq"]] = np.nan
-    analysis = _read_analysis(layout, images, models, report)
-    analysis_covered = _analysis_covered(analysis, stats, counts.covered, report, len(images))
+    image_metrics = {model: _image_metrics(stats, semantic, instance, len(images), model, covered[model])
+                     for model in models}
+    analysis = _read_analysis(layout, images, panoptic, report) if panoptic else \
+        _read_table(layout, ANALYSIS_STATS, ANALYSIS_STATS_COLUMNS, ANALYSIS_DTYPES, images, models, _Report(), "")
+    analysis_covered = _analysis_covered(analysis, stats, covered, report, len(images))
     sweep = _read_sweep(layout, models, report)
+    task_metrics = _read_task_metrics(layout, report)
     _failures(layout, report)
     return FolderIndex(root=root, layout=layout, manifest=manifest, images=images, models=models, classes=classes,
                        available=available, instance_counts=counts.instances, stats=stats,
-                       stats_offsets=_offsets(stats, len(images)), covered=counts.covered,
+                       stats_offsets=_offsets(stats, len(images)), covered=covered,
                        image_metrics=image_metrics, analysis=analysis,
                        analysis_offsets=_offsets(analysis, len(images)), analysis_covered=analysis_covered,
-                       sweep=sweep, opening_problems=report.problems, opening_notes=report.notes,
-                       names=_image_names(entries, images))
+                       sweep=sweep, model_tasks=tasks, truth=truth, semantic_stats=semantic,
+                       instance_stats=instance, task_metrics=task_metrics, opening_problems=report.problems,
+                       opening_notes=report.notes, names=_image_names(entries, images))
 
 
 def _offsets(table: pd.DataFrame, n_images: int) -> np.ndarray:
@@ -518,7 +644,8 @@ def check_annotations(folder: FolderIndex) -> int:
     Opening does not wait for this (seconds on 2,000 images x 4 models): the app runs it in a background thread,
     and the pages show what it found when they load. Returns how many files were unreadable."""
     unreadable = 0
-    for source, available in folder.available.items():
+    for source in [GT, *folder.panoptic_models]:  # the panoptic annotations; the other tasks' are read when shown
+        available = folder.available[source]
         bad, notes = [], {}
         for pos in np.flatnonzero(available).tolist():
             path = folder.layout.annotation_json(folder.images[pos], source)

@@ -1,4 +1,5 @@
-"""The live tab: run the folder's own checkpoints on an uploaded image and show the result in the same panels.
+"""The live tab: run the folder's own checkpoints on an uploaded image, each on its task (panoptic segments,
+semantic map or instances scored from PRESENCE_SCORE), and show the results in the same panels.
 
 `eomt` (and with it torch) is imported on the first run only, so opening a folder never pays for it. Loaded
 models are kept, a few at a time, for every session: they are read-only weights, not session state.
@@ -16,9 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dump.folder import model_task
 from eomt.images import MAX_PIXELS, check_size, to_rgb_array, to_rgb_image
 from viewer.labelmaps import LabelMap, label_map
 from viewer.markup import text
+from viewer.task_maps import instance_labels, semantic_labels
 
 _MODELS_KEPT = 2  # an EoMT-L is ~1.3 GB in fp32
 # Uploads are predicted and shown at most this long: a session keeps the photo and one map per model, so its memory
@@ -69,12 +72,15 @@ def _load(folder, model: str):
     if path is None:
         raise FileNotFoundError(f"{model}: checkpoint not available locally")
     entry = next(m for m in folder.manifest["models"] if m["name"] == model)
-    key = (str(path), entry.get("preset"))
+    # A DINOv3 delta checkpoint needs the backbone the dump loaded it with (a file here, or a hub id).
+    backbone = entry.get("backbone_weights")
+    key = (str(path), entry.get("preset"), backbone)
     with _lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-        predictor = eomt.Predictor(eomt.load_model(str(path), preset=entry.get("preset")))
+        predictor = eomt.Predictor(eomt.load_model(str(path), preset=entry.get("preset"),
+                                                   backbone_weights=backbone))
         _models[key] = predictor
         while len(_models) > _MODELS_KEPT:
             _models.popitem(last=False)
@@ -107,6 +113,15 @@ def load_photo(source) -> np.ndarray:
     return to_rgb_array(image)
 
 
+def predict(predictor, task: str, photo: np.ndarray) -> LabelMap:
+    """The model's prediction on its task as a label map (as the folder's panels show it)."""
+    if task == "semantic":
+        return semantic_labels(predictor.semantic(photo).astype(np.uint8))
+    if task == "instance":
+        return instance_labels(predictor.instance(photo), photo.shape[:2])
+    return prediction_labels(predictor.panoptic(photo))
+
+
 def run_models(folder, models: list[str], photo: np.ndarray) -> LiveResult:
     """Runs each chosen model on the photo; a model that fails gets its error message instead of a map."""
     photo = np.asarray(photo)
@@ -118,7 +133,8 @@ def run_models(folder, models: list[str], photo: np.ndarray) -> LiveResult:
     for model in models:
         started = time.perf_counter()
         try:
-            labels[model] = prediction_labels(_load(folder, model).panoptic(photo))
+            task = model_task(next(m for m in folder.manifest["models"] if m["name"] == model))
+            labels[model] = predict(_load(folder, model), task, photo)
         except Exception as e:  # one broken checkpoint must not take the others down: show why instead
             labels[model] = f"{model}: {type(e).__name__}: {e}"
         seconds[model] = time.perf_counter() - started

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dump.folder import GT, FolderError
+from dump.folder import GT, PRESENCE_SCORE, FolderError
 from eomt.render import BORDER_COLOR, palette_array, palette_indices, segment_borders
 from metrics import pq
+from viewer import task_maps
 from viewer.analysis import TYPE_COLORS
 from viewer.labelmaps import LabelMap, LabelMapError, SegmentMatch, cached_match, load_label_map
 
@@ -46,6 +47,8 @@ class DisplayOptions:
     borders: bool = True
     error_maps: bool = False
     pair: tuple[str, str] | None = None  # (A, B): add the A vs B map
+    min_score: float = PRESENCE_SCORE  # instances scored below are not drawn
+    iou: float = 0.5  # the IoU of the instance error maps' matching
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,19 +137,24 @@ def codes_panel(title: str, codes: np.ndarray, legend) -> Panel:
 
 
 def build_panels(gt: LabelMap | str | None, predictions: dict[str, LabelMap | str], colors: np.ndarray,
-                 options: DisplayOptions, photo_note: str = "") -> list[Panel]:
+                 options: DisplayOptions, photo_note: str = "", error_panels: list[Panel] | None = None,
+                 titles: dict[str, str] | None = None) -> list[Panel]:
     """Input, ground truth, each prediction, then (with ground truth) error maps and the A vs B map.
 
     `gt` and the predictions are label maps, or a string saying why there is none; `gt` None: no ground truth
-    panel at all (the live tab)."""
+    panel at all (the live tab). `error_panels`: the error maps when the caller made them (models of other tasks),
+    else every prediction's panoptic error map. `titles`: a panel title per prediction (default its name)."""
     panels = [Panel("Input", "input", note=photo_note)]
-    sources = ([("Ground truth", gt)] if gt is not None else []) + list(predictions.items())
+    sources = ([("Ground truth", gt)] if gt is not None else []) + \
+        [((titles or {}).get(name, name), labels) for name, labels in predictions.items()]
     for title, labels in sources:
         panels.append(labels_panel(title, labels, colors) if isinstance(labels, LabelMap)
                       else Panel(title, "labels", note=labels))
+    if error_panels is not None and options.error_maps:
+        panels.extend(error_panels)
     if not isinstance(gt, LabelMap):
         return panels
-    if options.error_maps:
+    if options.error_maps and error_panels is None:
         for name, labels in predictions.items():
             if isinstance(labels, LabelMap):
                 panels.append(_errors_panel(name, gt, labels))
@@ -190,13 +198,41 @@ def _load_or_reason(folder, pos: int, source: str) -> LabelMap | str:
         return str(e)
 
 
+def _task_error_panel(folder, pos: int, model: str, labels, gt, options: DisplayOptions) -> Panel | None:
+    """A model's error map by its task, against that task's ground truth (None when the image has none)."""
+    task = folder.model_tasks[model]
+    try:
+        if task == "panoptic":
+            return _errors_panel(model, gt, labels) if isinstance(gt, LabelMap) and folder.truth["panoptic"][pos] \
+                and isinstance(labels, LabelMap) else None
+        if task == "semantic" and folder.truth["semantic"][pos] and isinstance(labels, LabelMap):
+            codes = task_maps.semantic_codes(task_maps.semantic_map(folder, pos, GT),
+                                             task_maps.semantic_map(folder, pos, model))
+            return codes_panel(f"{model}: errors (semantic)", codes, task_maps.SEMANTIC_LEGEND)
+        if task == "instance" and folder.truth["instance"][pos] and isinstance(labels, LabelMap):
+            codes = task_maps.instance_codes(folder, pos, model, options.iou, options.min_score)
+            return codes_panel(f"{model}: errors (instance, IoU {options.iou:g})", codes, task_maps.INSTANCE_LEGEND)
+    except LabelMapError as e:
+        return Panel(f"{model}: errors", "codes", note=str(e))
+    return None
+
+
+def model_title(folder, model: str) -> str:
+    """A model's panel title: its name, with its task when it is not panoptic."""
+    task = folder.model_tasks[model]
+    return model if task == "panoptic" else f"{model} ({task})"
+
+
 def image_panels(folder, pos: int, models: list[str], options: DisplayOptions) -> tuple[list[Panel], bytes | None]:
     """All panels of the image at `pos` for the chosen models, and the photo's PNG bytes."""
     photo, note = photo_png(folder, pos)
     # A folder without any ground truth (a dump of unlabelled images) gets no ground truth panel at all.
-    gt = _load_or_reason(folder, pos, GT) if folder.available[GT].any() else None
-    predictions = {model: _load_or_reason(folder, pos, model) for model in models}
-    return build_panels(gt, predictions, folder.classes.palette, options, note), photo
+    gt = task_maps.ground_truth_labels(folder, pos)
+    predictions = {model: task_maps.prediction_labels(folder, pos, model, options.min_score) for model in models}
+    errors = [panel for model in models
+              if (panel := _task_error_panel(folder, pos, model, predictions[model], gt, options)) is not None]
+    titles = {model: model_title(folder, model) for model in models}
+    return build_panels(gt, predictions, folder.classes.palette, options, note, errors, titles), photo
 
 
 def png_bytes(picture: np.ndarray | Layer) -> bytes:
@@ -249,6 +285,12 @@ def panels_html(panels: list[Panel], photo: bytes | None, legend: list[tuple[str
     if "errors" in kinds:
         legends.append(f'<div class="vw-legend"><b>Error maps</b> (a pixel takes the type of the prediction\'s '
                        f'unmatched segment there, else of the ground truth\'s) {_swatches(ERROR_LEGEND)}</div>')
+    if "errors (semantic)" in kinds:
+        legends.append(f'<div class="vw-legend"><b>Semantic error maps</b> {_swatches(task_maps.SEMANTIC_LEGEND)}'
+                       '</div>')
+    if any(kind.startswith("errors (instance") for kind in kinds):
+        legends.append('<div class="vw-legend"><b>Instance error maps</b> (COCOeval\'s matching among the '
+                       f'instances shown) {_swatches(task_maps.INSTANCE_LEGEND)}</div>')
     if any(" vs B = " in p.title for p in panels):
         legends.append(f'<div class="vw-legend"><b>A vs B</b> {_swatches(PAIR_LEGEND)}</div>')
     toolbar = ('<div class="vw-toolbar"><button type="button" data-action="zoom-in" title="Zoom in">+</button>'
@@ -271,13 +313,20 @@ def legend(folder, class_ids) -> list[tuple[str, tuple]]:
             for c in sorted(set(class_ids))]
 
 
-def legend_classes(folder, pos: int, models: list[str]) -> list[tuple[str, tuple]]:
+def legend_classes(folder, pos: int, models: list[str], min_score: float = PRESENCE_SCORE) -> list[tuple[str, tuple]]:
     """The legend of every class in the image's ground truth or the shown predictions."""
     present = set()
     for source in [GT, *models]:
-        if folder.has(source, pos):
-            with contextlib.suppress(FolderError):  # its panel says what is wrong with it
-                present.update(s["category_id"] for s in folder.segments(source, pos))
+        if source == GT or folder.model_tasks[source] == "panoptic":
+            if folder.has(source, pos):
+                with contextlib.suppress(FolderError):  # its panel says what is wrong with it
+                    present.update(s["category_id"] for s in folder.segments(source, pos))
+            continue
+        labels = task_maps.prediction_labels(folder, pos, source, min_score)
+        if isinstance(labels, LabelMap):
+            present.update(s["category_id"] for s in labels.segments.values())
+    if not folder.truth["panoptic"].any() and isinstance(gt := task_maps.ground_truth_labels(folder, pos), LabelMap):
+        present.update(s["category_id"] for s in gt.segments.values())
     return legend(folder, present)
 
 
@@ -370,8 +419,20 @@ def inspect_maps(gt: LabelMap | str | None, predictions: dict[str, LabelMap | st
     return table.astype(object).where(table.notna(), "")
 
 
-def inspect_pixel(folder, pos: int, models: list[str], x: int, y: int) -> pd.DataFrame:
-    """The inspector table for the image at `pos` (see inspect_maps)."""
-    gt = _load_or_reason(folder, pos, GT)
-    predictions = {model: _load_or_reason(folder, pos, model) for model in models}
-    return inspect_maps(gt, predictions, int(x), int(y), folder.classes.label)
+def inspect_pixel(folder, pos: int, models: list[str], x: int, y: int,
+                  options: DisplayOptions | None = None) -> pd.DataFrame:
+    """The inspector table for the image at `pos` (see inspect_maps): panoptic models with panopticapi's
+    matching, semantic and instance models with their task's verdict (task_maps.inspector_row)."""
+    options = options or DisplayOptions()
+    gt = _load_or_reason(folder, pos, GT) if folder.truth["panoptic"].any() else \
+        task_maps.ground_truth_labels(folder, pos)
+    # Without panoptic ground truth there is no panopticapi matching: panoptic models get their class map's verdict.
+    panoptic = [m for m in models if folder.model_tasks[m] == "panoptic" and folder.truth["panoptic"].any()]
+    predictions = {model: _load_or_reason(folder, pos, model) for model in panoptic}
+    table = inspect_maps(gt, predictions, int(x), int(y), folder.classes.label)
+    others = [task_maps.inspector_row(folder, pos, m, int(x), int(y), folder.classes.label, options.iou,
+                                      options.min_score) for m in models if m not in panoptic]
+    if not others:
+        return table
+    table = pd.concat([table, pd.DataFrame(others, columns=table.columns)], ignore_index=True)
+    return table.astype(object).where(table.notna(), "")

@@ -83,21 +83,46 @@ def delta_chart(compare: pd.DataFrame, delta_column: str | None, max_classes: in
     return figure
 
 
+SUMMARY_BARS = {"PQ": "PQ", "PQ things": "PQ things", "PQ stuff": "PQ stuff", "mIoU": "mIoU", "AP": "mask AP"}
+
+
 def summary_chart(summary: pd.DataFrame, colors: dict[str, str] | None = None) -> Figure:
-    """PQ over all, thing and stuff classes per model."""
-    if summary.empty:
-        return _empty("no metrics: no model has counts in segment_stats.csv")
-    long = summary.melt(id_vars=["model"], value_vars=["PQ", "PQ things", "PQ stuff"], var_name="classes",
-                        value_name="PQ value").replace({"classes": {"PQ": "all", "PQ things": "things",
-                                                                    "PQ stuff": "stuff"}})
+    """PQ over all, thing and stuff classes per model, and (where the models have them) mIoU and mask AP."""
+    shown = [c for c in SUMMARY_BARS if c in summary and summary[c].notna().any()]
+    if summary.empty or not shown:
+        return _empty("no metrics: no model has counts in the folder's tables")
+    long = summary.melt(id_vars=["model"], value_vars=shown, var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map(SUMMARY_BARS)
     figure = Figure(figsize=(9, 2.8), layout="constrained")
     ax = figure.add_subplot()
-    sns.barplot(data=long, x="classes", y="PQ value", hue="model", palette=colors, ax=ax)
+    sns.barplot(data=long, x="metric", y="value", hue="model", palette=colors, ax=ax)
     ax.set_ylim(0, 1)
     ax.set_xlabel("")
-    ax.set_ylabel("PQ")
-    ax.set_title("PQ over all, thing and stuff classes")
+    ax.set_ylabel("")
+    ax.set_title("PQ over all, thing and stuff classes; mIoU and mask AP (a panoptic model's from its class map and "
+                 "thing segments)", fontsize="small")
     ax.legend(loc="upper right", fontsize="small")
+    return figure
+
+
+def confusion_heatmap(matrix: np.ndarray, labels: dict[int, str], title: str, max_classes: int = 20) -> Figure:
+    """The confusion matrix of the `max_classes` classes with the most ground-truth pixels, each row as shares of
+    its class's pixels (the last column: predicted as no class), annotated where a share is visible."""
+    gt_pixels = matrix.sum(axis=1)
+    if not gt_pixels.any():
+        return _empty("no semantic counts for this model")
+    classes = [int(c) for c in np.argsort(-gt_pixels, kind="stable")[:max_classes] if gt_pixels[c] > 0]
+    columns = [*classes, matrix.shape[1] - 1]
+    shares = matrix[np.ix_(classes, columns)] / gt_pixels[classes, None]
+    figure = Figure(figsize=(11, max(4.0, 0.42 * len(classes) + 2)), layout="constrained")
+    ax = figure.add_subplot()
+    names = [labels.get(c, str(c)) for c in classes]
+    sns.heatmap(shares, ax=ax, cmap="rocket_r", vmin=0, vmax=1, annot=len(classes) <= 25, fmt=".2f",
+                annot_kws={"fontsize": 6}, xticklabels=[*names, "no class"], yticklabels=names,
+                cbar_kws={"label": "share of the ground-truth class's pixels"})
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("ground-truth class")
+    ax.set_title(title, fontsize="small")
     return figure
 
 

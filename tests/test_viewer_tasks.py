@@ -1,0 +1,227 @@
+"""The app's logic on a folder of models of every task (a panoptic, a semantic and an instance model dumped over toy
+scenes): what it reads and computes equals metrics.semantic on the folder's maps and the dump's own records, and a
+folder written before tasks existed still opens."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import predict_dump
+from dump import demo
+from dump.folder import GT
+from metrics import semantic as semantic_metrics
+from segdata import scenes
+from viewer import dataset, events, filters, live, plots, tables, task_maps
+from viewer.filters import ImageFilter, filter_images
+from viewer.index import load_folder
+from viewer.labelmaps import LabelMap
+
+N_IMAGES = 3
+MODELS = ["--model", f"pan={demo.DEMO_MODELS['toy-small']}", "--model", f"sem={demo.DEMO_SEMANTIC['toy-semantic']}",
+          "--model", f"ins={demo.DEMO_MODELS['toy-base']}@instance"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    base = tmp_path_factory.mktemp("viewer_tasks")
+    data = scenes.write_scenes(base / "scenes", num_train=0, num_val=N_IMAGES, seed=7)
+    assert predict_dump.main(["--data", str(data), *MODELS, "--out", str(base / "out"), "--workers", "0"]) == 0
+    return base / "out"
+
+
+@pytest.fixture(scope="module")
+def index(folder):
+    return load_folder(folder)
+
+
+def semantic_png(folder, source: str, pos: int) -> np.ndarray:
+    return np.asarray(Image.open(folder / "semantic" / source / f"val_{pos:04d}.png"))
+
+
+def pan_semantic(index, pos: int) -> np.ndarray:
+    return semantic_metrics.semantic_from_class_map(task_maps.load_label_map(index, pos, "pan").class_map)
+
+
+def test_opens_with_every_task(index):
+    assert index.problems == []
+    assert index.model_tasks == {"pan": "panoptic", "sem": "semantic", "ins": "instance"}
+    assert all(index.truth[task].all() for task in ("panoptic", "semantic", "instance"))
+    assert all(index.available[m].all() for m in index.models)
+
+
+def test_per_image_task_numbers_equal_metrics_on_the_maps(folder, index):
+    for pos in range(N_IMAGES):
+        gt = semantic_png(folder, GT, pos)
+        for model, pred in (("sem", semantic_png(folder, "sem", pos)), ("pan", pan_semantic(index, pos))):
+            counts = semantic_metrics.image_counts(gt, pred, 150)
+            assert index.image_metrics[model].loc[pos, "miou"] == pytest.approx(counts.miou(), rel=1e-12)
+        record = json.loads((folder / "instance" / "ins" / f"val_{pos:04d}.json").read_text())["counts"]
+        tp, fp, fn = (sum(v[k] for v in record["0.5"].values()) for k in range(3))
+        row = index.image_metrics["ins"].loc[pos]
+        assert (row["tp50"], row["fp50"], row["fn50"]) == (tp, fp, fn)
+        assert row["r50"] == pytest.approx(tp / (tp + fn))
+    assert np.isnan(index.image_metrics["sem"]["pq"]).all() and np.isnan(index.image_metrics["ins"]["miou"]).all()
+
+
+def test_class_filters_work_on_every_task(folder, index):
+    def predicted(pos):  # the classes a semantic map predicts on labelled pixels (what semantic_stats.csv counts)
+        return set(np.unique(semantic_png(folder, "sem", pos)[semantic_png(folder, GT, pos) != 255]).tolist())
+
+    for pos in range(N_IMAGES):
+        assert set(np.flatnonzero(index.instance_counts["sem"][pos]).tolist()) == predicted(pos) - {255}
+    chair = 19
+    expected = [p for p in range(N_IMAGES) if chair in predicted(p)]
+    assert filter_images(index, ImageFilter(classes=(chair,), source="sem")).tolist() == expected
+    shown = [p for p in range(N_IMAGES) if any(
+        i["category_id"] == chair and i["score"] >= 0.5 for i in task_maps.instances(index, p, "ins")[1])]
+    assert filter_images(index, ImageFilter(classes=(chair,), source="ins")).tolist() == shown
+
+
+def test_dataset_numbers_equal_the_folders_task_metrics(folder, index):
+    metrics = json.loads((folder / "task_metrics.json").read_text())["models"]
+    per_class = dataset.task_class_metrics(index, index.models)
+    for model in ("pan", "sem"):
+        mine = per_class[per_class["model"] == model].set_index("class id")
+        for class_id, values in metrics[model]["semantic"]["per_class"].items():
+            assert mine.loc[int(class_id), "IoU"] == pytest.approx(values["iou"], rel=1e-12)
+        assert set(mine["IoU from"].dropna()) == {metrics[model]["semantic"]["source_task"]}
+        matrix = np.array(json.loads((folder / "semantic" / f"{model}.json").read_text())["matrix"])
+        assert np.array_equal(dataset.confusion_matrix(index, model), matrix)
+    for model in ("pan", "ins"):
+        mine = per_class[(per_class["model"] == model) & per_class["AP"].notna()].set_index("class id")
+        expected = {int(c): ap for c, ap in metrics[model]["instance"]["per_class"].items() if ap is not None}
+        assert mine["AP"].to_dict() == pytest.approx(expected, rel=1e-12)
+    summary = dataset.task_summary(index, index.models).set_index("model")
+    assert summary.loc["sem", "mIoU"] == pytest.approx(metrics["sem"]["semantic"]["miou"], rel=1e-12)
+    assert summary.loc["pan", "mIoU from"] == "panoptic" and summary.loc["ins", "AP"] == metrics["ins"]["instance"]["ap"]
+    # Over a list of images: mIoU from the counts of those images alone.
+    first_two = dataset.task_summary(index, ["sem"], positions=[0, 1]).set_index("model")
+    total = semantic_metrics.sum_counts([semantic_metrics.image_counts(semantic_png(folder, GT, p),
+                                                                       semantic_png(folder, "sem", p), 150)
+                                         for p in (0, 1)], 150)
+    assert first_two.loc["sem", "mIoU"] == pytest.approx(total.miou(), rel=1e-12)
+
+
+def test_confusions_and_their_images(folder, index):
+    matrix = dataset.confusion_matrix(index, "sem")
+    off = matrix.copy()
+    off[np.arange(150), np.arange(150)] = 0
+    top = dataset.top_confusions(index, "sem")
+    gt_class, predicted = np.unravel_index(off.argmax(), off.shape)
+    assert (top["gt id"].iloc[0], top["predicted id"].iloc[0] % 151, top["pixels"].iloc[0]) == \
+        (gt_class, predicted, off.max())
+    images = dataset.confusion_images(index, "sem", int(gt_class), int(top["predicted id"].iloc[0]))
+    counted = {}
+    for pos in range(N_IMAGES):
+        gt, pred = semantic_png(folder, GT, pos), semantic_png(folder, "sem", pos)
+        pixels = int(((gt == gt_class) & (pred == (predicted if predicted < 150 else 255))).sum())
+        if pixels:
+            counted[index.images[pos]] = pixels
+    assert dict(zip(images["image"], images["pixels"], strict=True)) == counted
+    assert list(images["pixels"]) == sorted(counted.values(), reverse=True)
+    figure = plots.confusion_heatmap(matrix, index.classes.names, "sem", max_classes=8)
+    assert len(figure.axes[0].get_yticklabels()) == 8
+
+
+def test_error_maps_per_task(folder, index):
+    pos = 1
+    gt, pred = semantic_png(folder, GT, pos), semantic_png(folder, "sem", pos)
+    codes = task_maps.semantic_codes(gt, pred)
+    assert np.array_equal(codes == 1, (gt == pred) & (gt != 255))
+    assert np.array_equal(codes == 0, gt == 255)
+    assert (codes == 2).any()
+    # Every instance shown, scored or not: the matching tallies are the dump's TP/FP/FN at IoU 0.5 and 0.75.
+    stats = index.instance_stats[(index.instance_stats["model"] == "ins") & (index.instance_stats["pos"] == pos)]
+    for iou, suffix in ((0.5, "50"), (0.75, "75")):
+        shown, truths = task_maps.instance_matches(index, pos, "ins", iou, 0.0)
+        statuses = [s for _, s in shown]
+        assert statuses.count("TP") == stats[f"tp{suffix}"].sum() and statuses.count("FP") == stats[f"fp{suffix}"].sum()
+        assert [s for _, s in truths].count("FN") == stats[f"fn{suffix}"].sum()
+    codes = task_maps.instance_codes(index, pos, "ins", 0.5, 0.5)
+    shown, truths = task_maps.instance_matches(index, pos, "ins", 0.5, 0.5)
+    tp = [instance["mask"] for instance, status in shown if status == "TP"]
+    assert tp and (codes[tp[0]] == 1).any()  # the best TP is drawn as a TP
+    assert all(instance["score"] >= 0.5 for instance, _ in shown)
+    shown = events.display(index, index.models, "labels", 0.6, True, True, False, None, None, 0.5, 0.5)
+    page = events.show_image(index, events.navigation.new_view(range(N_IMAGES), current=pos), shown)
+    for title in ("sem (semantic)", "ins (instance)", "sem: errors (semantic)", "ins: errors (instance, IoU 0.5)",
+                  "pan: errors"):
+        assert f"<figcaption>{title}</figcaption>" in page.panels
+
+
+def test_score_slider_leaves_out_lower_scored_instances(index):
+    everything = task_maps.prediction_labels(index, 0, "ins", 0.0)
+    confident = task_maps.prediction_labels(index, 0, "ins", 0.9)
+    assert isinstance(everything, LabelMap) and isinstance(confident, LabelMap)
+    assert all(s["score"] >= 0.9 for s in confident.segments.values())
+    assert len(confident.segments) < len(everything.segments)
+    scores = [s["score"] for s in everything.segments.values()]
+    assert scores == sorted(scores, reverse=True)  # ids from the best: the best is painted on top
+
+
+def test_tables_and_rankings_say_which_task_a_number_comes_from(index):
+    table = tables.image_metrics_table(index, 0, index.models).set_index("model")
+    assert table.loc["pan", "numbers from"].startswith("panoptic segments; mIoU: its class map")
+    assert table.loc["sem", "mIoU"] == pytest.approx(index.image_metrics["sem"].loc[0, "miou"])
+    assert np.isnan(table.loc["sem", "PQ"]) and table.loc["ins", "TP@0.5"] == index.image_metrics["ins"].loc[0, "tp50"]
+    pairs = tables.pairwise_table(tables.image_metrics_table(index, 0, index.models)).set_index(["A", "B"])
+    assert pairs.loc[("pan", "sem"), "ΔmIoU A−B"] == pytest.approx(
+        index.image_metrics["pan"].loc[0, "miou"] - index.image_metrics["sem"].loc[0, "miou"])
+    assert filters.ranking_metric(index, "pan", "sem", "auto") == "miou"
+    assert filters.ranking_metric(index, "pan", "ins", "auto") == "r50"
+    with pytest.raises(ValueError, match="share no per-image metric"):
+        filters.ranking_metric(index, "sem", "ins", "auto")
+    with pytest.raises(ValueError, match="sem is a semantic model: it has no PQ"):
+        filters.ranking_metric(index, "pan", "sem", "pq")
+    ranked = filters.rank_images(index, np.arange(N_IMAGES), "pan", "sem", metric="auto")
+    delta = ranked.table["ΔmIoU A−B"].to_numpy()
+    assert list(delta) == sorted(delta, reverse=True)
+    listing = tables.image_list_table(index, np.arange(N_IMAGES), index.models)
+    assert {"PQ pan", "mIoU pan", "mIoU sem", "R@0.5 ins", "R@0.5 pan"} <= set(listing.columns)
+    assert "mIoU ins" not in listing.columns and "PQ sem" not in listing.columns
+
+
+def test_dataset_page_compares_iou_and_ap_across_tasks(index):
+    view = events.navigation.new_view(range(N_IMAGES))
+    page = events.dataset_page(index, view, events.DatasetQuery(index.models, "IoU", model_a="pan", model_b="sem"))
+    table = page.table.data
+    assert "ΔIoU pan−sem" in table and "a panoptic model's IoU comes from its class map" in page.status
+    delta = table["ΔIoU pan−sem"].dropna().to_numpy()
+    assert list(delta) == sorted(delta, reverse=True)
+    page = events.dataset_page(index, view, events.DatasetQuery(index.models, "AP", model_a="pan", model_b="ins"))
+    assert "ΔAP pan−ins" in page.table.data and page.summary["AP from"].fillna("").tolist() == ["panoptic", "", "instance"]
+
+
+def test_live_runs_each_model_on_its_task(index):
+    photo = np.asarray(Image.open(index.layout.input_png("val_0000")))
+    result = live.run_models(index, ["sem", "ins"], photo)
+    assert all(isinstance(labels, LabelMap) for labels in result.labels.values())
+    np.testing.assert_array_equal(result.labels["sem"].class_map,
+                                  np.where(semantic_png(index.root, "sem", 0) == 255, -1,
+                                           semantic_png(index.root, "sem", 0)))
+    assert all(s["score"] >= 0.5 for s in result.labels["ins"].segments.values())
+
+
+def test_a_folder_written_before_tasks_opens(folder, tmp_path):
+    old = tmp_path / "v1"
+    shutil.copytree(folder, old)
+    for name in ("semantic", "instance"):
+        shutil.rmtree(old / name)
+    for name in ("semantic_stats.csv", "semantic_confusion.csv", "instance_stats.csv", "task_metrics.json"):
+        (old / name).unlink()
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["models"] = [{k: v for k, v in m.items() if k not in ("task", "backbone_weights")}
+                          for m in manifest["models"] if m["name"] == "pan"]
+    manifest["dataset"].pop("ground_truth_tasks")
+    (old / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    index = load_folder(old)
+    assert index.problems == [] and index.model_tasks == {"pan": "panoptic"}
+    shown = events.display(index, ["pan"], "labels", 0.6, True, True, False, None, None)
+    page, listing = events.open_page(index, None, shown)
+    assert "pan: errors" in page.panels and "mIoU pan" not in listing.table
+    assert dataset.task_summary(index, ["pan"])["mIoU"].isna().all()
