@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--kept", type=int, default=40,
                         help="queries per image that pass the score threshold (a trained ADE20K model keeps tens)")
+    parser.add_argument("--backend", default="pytorch", choices=["pytorch", "onnxruntime"],
+                        help="run the model in PyTorch or exported to ONNX and run by ONNX Runtime")
     parser.add_argument("--tasks", nargs="+", default=["panoptic", "semantic", "instance"],
                         choices=["panoptic", "semantic", "instance"])
     parser.add_argument("--sweep", nargs="+", default=["score=0.5:0.95:0.05"], metavar="KNOB=VALUES",
@@ -107,7 +109,12 @@ def _predictor_alone(predictor, dataset, args, task: str) -> float:
 def _run_task(args, tmp: Path, data: Path, task: str) -> dict:
     dataset = ADE20K(data)
     checkpoint = tmp / f"{task}.safetensors"
-    eomt.save_model(_model(args, task, dataset.read_image(0)), checkpoint)
+    model = _model(args, task, dataset.read_image(0))
+    eomt.save_model(model, checkpoint)
+    if args.backend == "onnxruntime":  # the same network, exported and run by ONNX Runtime everywhere below
+        from eomt.onnx import export
+
+        checkpoint = export(model, tmp / f"{task}.onnx")
     predictor = eomt.Predictor(eomt.load_model(checkpoint, device=args.device), dtype=args.dtype)
     bare = _bare_forward(predictor, dataset, args, task)
     alone = _predictor_alone(predictor, dataset, args, task)
@@ -142,7 +149,8 @@ def main() -> None:
         sweep = _sweep(args, tmp, panoptic) if panoptic is not None and args.sweep != ["none"] else None
 
     print(f"\n{args.backbone} at {args.img_size}, {args.queries} queries, {args.images} images of 683x512, "
-          f"device {args.device}, {args.dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"device {args.device}, {args.backend} {args.dtype}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, "
           f"about {args.kept} kept queries"
           + (f", {panoptic['segments']:.1f} panoptic segments per image" if panoptic else ""))
     for r in results:

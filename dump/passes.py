@@ -135,7 +135,20 @@ def run_model(writing: Writing, dataset, indices: list[int], predictor, model_na
         bar.update(1)
 
     start = time.perf_counter()
-    with bar, ThreadPoolExecutor(max_workers=2) as pool:  # the bar ends its line even when the run stops
+    # Three stages run side by side: this thread decodes nothing and post-processes nothing, it only feeds the
+    # model; one thread post-processes batch k (and sweeps it) while the model computes batch k + 1; the writers
+    # render, encode, count and write. Each stage hands on in image order.
+    posted: deque[Future] = deque()
+
+    def hand_on(limit: int) -> None:
+        while len(posted) > limit:
+            for index, (result, maps) in posted.popleft().result():
+                in_flight.append((index, writers.submit(write_prediction, writing, index, model_name, task, result,
+                                                        maps)))
+            while len(in_flight) > max_in_flight:
+                finish(*in_flight.popleft())
+
+    with bar, ThreadPoolExecutor(max_workers=2) as writers, ThreadPoolExecutor(max_workers=1) as post:
         for items in loader:
             ready = []
             for index, pixels, resized, original, error in items:
@@ -144,25 +157,33 @@ def run_model(writing: Writing, dataset, indices: list[int], predictor, model_na
                 else:
                     on_failure(index, error)
                     bar.update(1)
-            for index, (result, maps) in _predict(predictor, ready, task, sweep, on_failure, bar):
-                in_flight.append((index, pool.submit(write_prediction, writing, index, model_name, task, result,
-                                                     maps)))
-            while len(in_flight) > max_in_flight:
-                finish(*in_flight.popleft())
+            for batch, logits in _logits(predictor, ready, task, on_failure, bar):
+                posted.append(post.submit(_post_processed, predictor, batch, logits, task, sweep, on_failure, bar))
+            hand_on(POSTS_AHEAD)
+        hand_on(0)
         while in_flight:
             finish(*in_flight.popleft())
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _predict(predictor, ready: list, task: str, sweep: SweepGrid | None, on_failure: Failure, bar) -> list:
-    """(index, (prediction, sweep maps or None)) for a batch; when the batch fails (out of memory, a model
-    error), each image is retried alone so that only the images that fail by themselves are lost."""
+POSTS_AHEAD = 1  # batches whose logits wait for post-processing while the next forward runs (memory bound)
+
+
+def _inputs(ready: list, task: str) -> torch.Tensor:
+    """The network input of a batch: every sliding window of its images (semantic), else one padded image each."""
+    if task == "semantic":
+        return torch.cat([r[1][0] for r in ready])
+    return torch.stack([r[1][0] for r in ready])
+
+
+def _logits(predictor, ready: list, task: str, on_failure: Failure, bar) -> list:
+    """[(batch, (mask_logits, class_logits))]: one forward for the batch, or, when it fails (out of memory, a
+    model error), one per image, so that only the images that fail by themselves are lost."""
     if not ready:
         return []
     try:
-        forward = {"semantic": _forward_semantic, "instance": _forward_instance}.get(task, _forward)
-        return list(zip([r[0] for r in ready], forward(predictor, ready, sweep), strict=True))
+        return [(ready, predictor.forward(_inputs(ready, task)))]
     except Exception as e:
         if predictor.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -170,37 +191,43 @@ def _predict(predictor, ready: list, task: str, sweep: SweepGrid | None, on_fail
             on_failure(ready[0][0], f"model failed: {type(e).__name__}: {e}")
             bar.update(1)
             return []
-    results = []
-    for item in ready:
-        results.extend(_predict(predictor, [item], task, sweep, on_failure, bar))
+    return [part for item in ready for part in _logits(predictor, [item], task, on_failure, bar)]
+
+
+def _post_processed(predictor, batch: list, logits: tuple, task: str, sweep: SweepGrid | None,
+                    on_failure: Failure, bar) -> list:
+    """(index, (prediction, sweep maps or None)) per image of a batch; an image whose post-processing fails is
+    reported and left out."""
+    try:
+        return list(zip([r[0] for r in batch], _post(predictor, batch, *logits, task, sweep), strict=True))
+    except Exception as e:
+        if len(batch) == 1:
+            on_failure(batch[0][0], f"post-processing failed: {type(e).__name__}: {e}")
+            bar.update(1)
+            return []
+    results, first = [], 0
+    for item in batch:  # one image at a time: its own slice of the logits
+        count = len(item[1][0]) if task == "semantic" else 1
+        part = tuple(t[first:first + count] for t in logits)
+        results.extend(_post_processed(predictor, [item], part, task, sweep, on_failure, bar))
+        first += count
     return results
 
 
-def _forward_instance(predictor, ready: list, sweep: SweepGrid | None) -> list:
-    """(top-100 instances, original (H, W)) per image."""
-    pixels = torch.stack([r[1][0] for r in ready])
-    resized, original = [r[2] for r in ready], [r[3] for r in ready]
-    results = predictor.instance_from_logits(*predictor.forward(pixels), resized, original)
-    return [((instances, size), None) for instances, size in zip(results, original, strict=True)]
-
-
-def _forward_semantic(predictor, ready: list, sweep: SweepGrid | None) -> list:
-    """The class map of each image from one forward over the windows of the whole batch."""
-    mask_logits, class_logits = predictor.forward(torch.cat([r[1][0] for r in ready]))
-    maps, first = [], 0
-    with torch.inference_mode():
-        for _, (windows, starts), resized, original in ready:
-            last = first + len(windows)
-            maps.append((semantic_segmentation(mask_logits[first:last], class_logits[first:last],
-                                               predictor.img_size, starts, resized, original), None))
-            first = last
-    return maps
-
-
-def _forward(predictor, ready: list, sweep: SweepGrid | None) -> list:
-    pixels = torch.stack([r[1][0] for r in ready])
-    mask_logits, class_logits = predictor.forward(pixels)
-    resized, original = [r[2] for r in ready], [r[3] for r in ready]
+def _post(predictor, batch: list, mask_logits, class_logits, task: str, sweep: SweepGrid | None) -> list:
+    resized, original = [r[2] for r in batch], [r[3] for r in batch]
+    if task == "instance":  # the top-100 instances and the original (H, W) of each image
+        results = predictor.instance_from_logits(mask_logits, class_logits, resized, original)
+        return [((instances, size), None) for instances, size in zip(results, original, strict=True)]
+    if task == "semantic":  # each image's class map from the windows of the whole batch
+        maps, first = [], 0
+        with torch.inference_mode():
+            for _, (windows, starts), size, image_size in batch:
+                last = first + len(windows)
+                maps.append((semantic_segmentation(mask_logits[first:last], class_logits[first:last],
+                                                   predictor.img_size, starts, size, image_size), None))
+                first = last
+        return maps
     results = predictor.panoptic_from_logits(mask_logits, class_logits, resized, original)
     if sweep is None:
         return [(result, None) for result in results]
