@@ -17,6 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import pandas as pd
@@ -109,105 +110,132 @@ class ImagesTab:
     page_and_list: object  # (ImagePage, ImageList) -> {component: value}
 
 
-def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box, folder_summary) -> ImagesTab:
+def _list_column(folder: FolderIndex) -> SimpleNamespace:
+    """The Images tab's left column: the filter, the ranking and the current list of images."""
     models = folder.models
     model_a, model_b = (models + [None])[0], (models[1:] or models + [None])[0]
+    with gr.Column(scale=1, min_width=320):
+        with gr.Accordion("Filter images", open=True):
+            classes = gr.Dropdown([(f"{c.name} ({c.id})", c.id) for c in folder.classes], multiselect=True,
+                                  label="Classes", elem_id="vw-classes")
+            match = gr.Radio([("all of them", "all"), ("any of them", "any")], value="all",
+                             label="Image contains")
+            source = gr.Dropdown([("ground truth", GT)] + [(m, m) for m in models], value=GT, label="Look in")
+            with gr.Row():
+                min_classes = gr.Number(None, label="Min distinct classes", precision=0, minimum=0)
+                max_classes = gr.Number(None, label="Max distinct classes (0: no limit)", precision=0,
+                                        minimum=0)
+            with gr.Row():
+                min_instances = gr.Number(None, label="Min instances", precision=0, minimum=0)
+                max_instances = gr.Number(None, label="Max instances (0: no limit)", precision=0, minimum=0)
+            gr.Markdown("Instances: segments of the chosen classes (of all classes if none is chosen); a "
+                        "stuff class counts once.")
+            with gr.Row():
+                filter_button = gr.Button("Apply filter", variant="primary", elem_id="vw-filter")
+                clear_button = gr.Button("All images")
+        with gr.Accordion("Rank by signed difference", open=True):
+            with gr.Row():
+                rank_a = gr.Dropdown(models, value=model_a, label="Model A")
+                rank_b = gr.Dropdown(models, value=model_b, label="Model B")
+            order = gr.Radio([(v, k) for k, v in filters.ORDERS.items()], value="a_better", label="Order")
+            with gr.Row():
+                metric = gr.Radio([("the one A and B share", "auto")] +
+                                  [(label, key) for key, label in RANK_METRICS.items()], value="auto",
+                                  label="Per-image metric (mIoU: a panoptic model's class map; R@0.5: recall of "
+                                  "its thing segments)")
+                top_n = gr.Number(20, label="Top N (0 = all)", precision=0, minimum=0)
+            rank_button = gr.Button("Rank the filtered images", elem_id="vw-rank")
+        list_status = gr.Markdown(elem_id="vw-list-status")
+        image_list = gr.Dataframe(label="Images (click a row to open it)", interactive=False, max_height=420,
+                                  elem_id="vw-image-list")
+        export_list_button = gr.Button("Export this list as CSV", size="sm")
+        export_list_file = gr.File(label="CSV", visible=False)
+    return SimpleNamespace(classes=classes, clear_button=clear_button, export_list_button=export_list_button,
+                           export_list_file=export_list_file, filter_button=filter_button,
+                           image_list=image_list, list_status=list_status, match=match,
+                           max_classes=max_classes, max_instances=max_instances, metric=metric,
+                           min_classes=min_classes, min_instances=min_instances, order=order, rank_a=rank_a,
+                           rank_b=rank_b, rank_button=rank_button, source=source, top_n=top_n)
+
+
+def _image_column(folder: FolderIndex) -> SimpleNamespace:
+    """The Images tab's right column: navigation, display controls, the panels, the inspector and the tables."""
+    models = folder.models
+    with gr.Column(scale=3):
+        with gr.Row(equal_height=True):
+            prev_button = gr.Button("◀ Previous", elem_id="vw-prev", scale=1, min_width=100)
+            next_button = gr.Button("Next ▶", elem_id="vw-next", scale=1, min_width=100)
+            image_name = gr.Textbox(show_label=False, container=False, interactive=False, scale=1,
+                                    min_width=100, elem_id="vw-image-name")
+            jump_box = gr.Textbox(show_label=False, container=False, scale=2, min_width=160,
+                                  placeholder="go to: index, val_XXXX or key", elem_id="vw-jump")
+            jump_button = gr.Button("Go", scale=0, min_width=60)
+        position = gr.Markdown(elem_id="vw-position")
+        with gr.Row():
+            shown_models = gr.CheckboxGroup(models, value=models, label="Models shown")
+            mode = gr.Radio([("Labels", "labels"), ("Overlay on photo", "overlay")], value="labels",
+                            label="View", elem_id="vw-mode")
+            opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Overlay opacity", elem_id="vw-opacity")
+        with gr.Row():
+            borders = gr.Checkbox(True, label="Instance borders")
+            error_maps = gr.Checkbox(False, label="Error maps per model (each on its task)", elem_id="vw-errors")
+            pair_map = gr.Checkbox(True, label="A vs B map (models of the ranking)")
+        with gr.Row(visible=any(t == "instance" for t in folder.model_tasks.values())):
+            min_score = gr.Slider(0, 1, value=PRESENCE_SCORE, step=0.05, label="Instances: score at least",
+                                  elem_id="vw-min-score")
+            iou = gr.Radio([("IoU 0.5", 0.5), ("IoU 0.75", 0.75)], value=0.5,
+                           label="Instance error maps: TP / FP / FN at", elem_id="vw-iou")
+        panels = gr.HTML("", js_on_load=PANELS_JS, elem_id="vw-panels")
+        with gr.Row(equal_height=True):
+            pixel_x = gr.Number(None, label="Pixel x", precision=0, minimum=0, elem_id="vw-x")
+            pixel_y = gr.Number(None, label="Pixel y", precision=0, minimum=0, elem_id="vw-y")
+            inspect_button = gr.Button("Inspect pixel", scale=0)
+        inspector = gr.Dataframe(label="Pixel inspector (click a panel): every source at that pixel, its "
+                                 "segment and what matching made of it", value=NO_PIXEL, interactive=False,
+                                 elem_id="vw-inspector")
+        image_metrics = gr.Dataframe(label="This image, per model: PQ/SQ/RQ (mean over its active classes) "
+                                     "beside TP/FP/FN", interactive=False)
+        pair_table = gr.Dataframe(label="Every pair of models, A − B (green: A better, red: worse)",
+                                  interactive=False)
+        class_table = gr.Dataframe(label="This image, per class and model", interactive=False, max_height=360)
+        class_diff = gr.Dataframe(label="This image, per-class Δ for every pair (PQ; IoU when models of other "
+                                  "tasks are shown)", interactive=False, max_height=360)
+        export_image_button = gr.Button("Export this image's tables as CSV", size="sm")
+        export_image_files = gr.File(label="CSV", file_count="multiple", visible=False)
+
+    return SimpleNamespace(borders=borders, class_diff=class_diff, class_table=class_table,
+                           error_maps=error_maps, export_image_button=export_image_button,
+                           export_image_files=export_image_files, image_metrics=image_metrics,
+                           image_name=image_name, inspect_button=inspect_button, inspector=inspector, iou=iou,
+                           jump_box=jump_box, jump_button=jump_button, min_score=min_score, mode=mode,
+                           next_button=next_button, opacity=opacity, pair_map=pair_map, pair_table=pair_table,
+                           panels=panels, pixel_x=pixel_x, pixel_y=pixel_y, position=position,
+                           prev_button=prev_button, shown_models=shown_models)
+
+
+def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box, folder_summary) -> ImagesTab:
     with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=320):
-            with gr.Accordion("Filter images", open=True):
-                classes = gr.Dropdown([(f"{c.name} ({c.id})", c.id) for c in folder.classes], multiselect=True,
-                                      label="Classes", elem_id="vw-classes")
-                match = gr.Radio([("all of them", "all"), ("any of them", "any")], value="all",
-                                 label="Image contains")
-                source = gr.Dropdown([("ground truth", GT)] + [(m, m) for m in models], value=GT, label="Look in")
-                with gr.Row():
-                    min_classes = gr.Number(None, label="Min distinct classes", precision=0, minimum=0)
-                    max_classes = gr.Number(None, label="Max distinct classes (0: no limit)", precision=0,
-                                            minimum=0)
-                with gr.Row():
-                    min_instances = gr.Number(None, label="Min instances", precision=0, minimum=0)
-                    max_instances = gr.Number(None, label="Max instances (0: no limit)", precision=0, minimum=0)
-                gr.Markdown("Instances: segments of the chosen classes (of all classes if none is chosen); a "
-                            "stuff class counts once.")
-                with gr.Row():
-                    filter_button = gr.Button("Apply filter", variant="primary", elem_id="vw-filter")
-                    clear_button = gr.Button("All images")
-            with gr.Accordion("Rank by signed difference", open=True):
-                with gr.Row():
-                    rank_a = gr.Dropdown(models, value=model_a, label="Model A")
-                    rank_b = gr.Dropdown(models, value=model_b, label="Model B")
-                order = gr.Radio([(v, k) for k, v in filters.ORDERS.items()], value="a_better", label="Order")
-                with gr.Row():
-                    metric = gr.Radio([("the one A and B share", "auto")] +
-                                      [(label, key) for key, label in RANK_METRICS.items()], value="auto",
-                                      label="Per-image metric (mIoU: a panoptic model's class map; R@0.5: recall of "
-                                      "its thing segments)")
-                    top_n = gr.Number(20, label="Top N (0 = all)", precision=0, minimum=0)
-                rank_button = gr.Button("Rank the filtered images", elem_id="vw-rank")
-            list_status = gr.Markdown(elem_id="vw-list-status")
-            image_list = gr.Dataframe(label="Images (click a row to open it)", interactive=False, max_height=420,
-                                      elem_id="vw-image-list")
-            export_list_button = gr.Button("Export this list as CSV", size="sm")
-            export_list_file = gr.File(label="CSV", visible=False)
-        with gr.Column(scale=3):
-            with gr.Row(equal_height=True):
-                prev_button = gr.Button("◀ Previous", elem_id="vw-prev", scale=1, min_width=100)
-                next_button = gr.Button("Next ▶", elem_id="vw-next", scale=1, min_width=100)
-                image_name = gr.Textbox(show_label=False, container=False, interactive=False, scale=1,
-                                        min_width=100, elem_id="vw-image-name")
-                jump_box = gr.Textbox(show_label=False, container=False, scale=2, min_width=160,
-                                      placeholder="go to: index, val_XXXX or key", elem_id="vw-jump")
-                jump_button = gr.Button("Go", scale=0, min_width=60)
-            position = gr.Markdown(elem_id="vw-position")
-            with gr.Row():
-                shown_models = gr.CheckboxGroup(models, value=models, label="Models shown")
-                mode = gr.Radio([("Labels", "labels"), ("Overlay on photo", "overlay")], value="labels",
-                                label="View", elem_id="vw-mode")
-                opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Overlay opacity", elem_id="vw-opacity")
-            with gr.Row():
-                borders = gr.Checkbox(True, label="Instance borders")
-                error_maps = gr.Checkbox(False, label="Error maps per model (each on its task)", elem_id="vw-errors")
-                pair_map = gr.Checkbox(True, label="A vs B map (models of the ranking)")
-            with gr.Row(visible=any(t == "instance" for t in folder.model_tasks.values())):
-                min_score = gr.Slider(0, 1, value=PRESENCE_SCORE, step=0.05, label="Instances: score at least",
-                                      elem_id="vw-min-score")
-                iou = gr.Radio([("IoU 0.5", 0.5), ("IoU 0.75", 0.75)], value=0.5,
-                               label="Instance error maps: TP / FP / FN at", elem_id="vw-iou")
-            panels = gr.HTML("", js_on_load=PANELS_JS, elem_id="vw-panels")
-            with gr.Row(equal_height=True):
-                pixel_x = gr.Number(None, label="Pixel x", precision=0, minimum=0, elem_id="vw-x")
-                pixel_y = gr.Number(None, label="Pixel y", precision=0, minimum=0, elem_id="vw-y")
-                inspect_button = gr.Button("Inspect pixel", scale=0)
-            inspector = gr.Dataframe(label="Pixel inspector (click a panel): every source at that pixel, its "
-                                     "segment and what matching made of it", value=NO_PIXEL, interactive=False,
-                                     elem_id="vw-inspector")
-            image_metrics = gr.Dataframe(label="This image, per model: PQ/SQ/RQ (mean over its active classes) "
-                                         "beside TP/FP/FN", interactive=False)
-            pair_table = gr.Dataframe(label="Every pair of models, A − B (green: A better, red: worse)",
-                                      interactive=False)
-            class_table = gr.Dataframe(label="This image, per class and model", interactive=False, max_height=360)
-            class_diff = gr.Dataframe(label="This image, per-class Δ for every pair (PQ; IoU when models of other "
-                                      "tasks are shown)", interactive=False, max_height=360)
-            export_image_button = gr.Button("Export this image's tables as CSV", size="sm")
-            export_image_files = gr.File(label="CSV", file_count="multiple", visible=False)
+        picker, screen = _list_column(folder), _image_column(folder)
 
     # ---------------------------------------------------------------------------------------------- wiring
-    controls = [shown_models, mode, opacity, borders, error_maps, pair_map, rank_a, rank_b, min_score, iou]
-    page_outputs = [view, image_name, position, panels, inspector, image_metrics, pair_table, class_table,
-                    class_diff]
-    list_outputs = [image_list, list_status]
+    controls = [screen.shown_models, screen.mode, screen.opacity, screen.borders, screen.error_maps,
+                screen.pair_map, picker.rank_a, picker.rank_b, screen.min_score, screen.iou]
+    page_outputs = [view, screen.image_name, screen.position, screen.panels, screen.inspector,
+                    screen.image_metrics, screen.pair_table, screen.class_table, screen.class_diff]
+    list_outputs = [picker.image_list, picker.list_status]
 
     def shown(values) -> Display:
         return events.display(folder, *values)
 
     def page(result: events.ImagePage) -> dict:
-        return {view: result.view, image_name: result.name, position: result.position, panels: result.panels,
-                inspector: result.inspector, image_metrics: result.metrics, pair_table: result.pairs,
-                class_table: result.classes, class_diff: result.class_differences}
+        return {view: result.view, screen.image_name: result.name, screen.position: result.position,
+                screen.panels: result.panels, screen.inspector: result.inspector,
+                screen.image_metrics: result.metrics, screen.pair_table: result.pairs,
+                screen.class_table: result.classes, screen.class_diff: result.class_differences}
 
     def page_and_list(result: tuple[events.ImagePage, events.ImageList]) -> dict:
         image_page, listing = result
-        return {**page(image_page), image_list: listing.table, list_status: listing.status}
+        return {**page(image_page), picker.image_list: listing.table, picker.list_status: listing.status}
 
     def on_load(request: gr.Request, *values):
         wanted = request.query_params.get("image") if request is not None else None
@@ -250,38 +278,41 @@ def _images_tab(demo: gr.Blocks, folder: FolderIndex, view: gr.State, folder_box
 
     all_outputs = page_outputs + list_outputs
     demo.load(_for_user(on_load), controls, all_outputs + [folder_box, folder_summary], api_name="load")
-    filter_button.click(_for_user(on_filter), [view, classes, match, source, min_classes, max_classes,
-                                               min_instances, max_instances] + controls, all_outputs,
-                        api_name="filter")
-    clear_button.click(lambda *values: page_and_list(events.all_images(folder, shown(values))), controls,
-                       all_outputs, api_name="clear_filter")
-    rank_button.click(_for_user(on_rank), [view, rank_a, rank_b, order, metric, top_n] + controls, all_outputs,
-                      api_name="rank")
-    prev_button.click(on_step(-1), [view] + controls, page_outputs, api_name="previous")
-    next_button.click(on_step(+1), [view] + controls, page_outputs, api_name="next")
-    gr.on([jump_button.click, jump_box.submit], _for_user(on_jump), [view, jump_box] + controls, page_outputs,
-          api_name="jump")
-    image_list.select(on_select, [view] + controls, page_outputs, api_name="select_row")
+    filter_inputs = [view, picker.classes, picker.match, picker.source, picker.min_classes, picker.max_classes,
+                     picker.min_instances, picker.max_instances]
+    picker.filter_button.click(_for_user(on_filter), filter_inputs + controls, all_outputs, api_name="filter")
+    picker.clear_button.click(lambda *values: page_and_list(events.all_images(folder, shown(values))), controls,
+                              all_outputs, api_name="clear_filter")
+    rank_inputs = [view, picker.rank_a, picker.rank_b, picker.order, picker.metric, picker.top_n]
+    picker.rank_button.click(_for_user(on_rank), rank_inputs + controls, all_outputs, api_name="rank")
+    screen.prev_button.click(on_step(-1), [view] + controls, page_outputs, api_name="previous")
+    screen.next_button.click(on_step(+1), [view] + controls, page_outputs, api_name="next")
+    gr.on([screen.jump_button.click, screen.jump_box.submit], _for_user(on_jump), [view, screen.jump_box] + controls,
+          page_outputs, api_name="jump")
+    picker.image_list.select(on_select, [view] + controls, page_outputs, api_name="select_row")
     # What is drawn changes: render again (same image, the panel script keeps the zoom).
-    gr.on([shown_models.change, error_maps.change, pair_map.change, rank_a.change, rank_b.change, min_score.release,
-           iou.change],
+    gr.on([screen.shown_models.change, screen.error_maps.change, screen.pair_map.change, picker.rank_a.change,
+           picker.rank_b.change, screen.min_score.release, screen.iou.change],
           lambda view_value, *values: page(events.show_image(folder, view_value, shown(values))),
           [view] + controls, page_outputs, api_name="render")
     # Only the styling changes: the browser restyles the panels, no round trip.
-    gr.on([mode.change, opacity.input, borders.change], None, [mode, opacity, borders], None,
+    styling = [screen.mode, screen.opacity, screen.borders]
+    gr.on([screen.mode.change, screen.opacity.input, screen.borders.change], None, styling, None,
           js=RESTYLE_JS.format(selector="#vw-panels"), api_name="style")
-    image_name.change(None, [image_name], None, js="(name) => { window.vwSetImageInUrl(name); }",
-                      api_name="sync_url")
-    panels.click(_for_user(on_inspect_click), [view] + controls, [pixel_x, pixel_y, inspector],
-                 api_name="inspect_click")
-    inspect_button.click(_for_user(on_inspect), [view, pixel_x, pixel_y] + controls, [inspector], api_name="inspect")
-    export_list_button.click(
+    screen.image_name.change(None, [screen.image_name], None, js="(name) => { window.vwSetImageInUrl(name); }",
+                             api_name="sync_url")
+    screen.panels.click(_for_user(on_inspect_click), [view] + controls,
+                        [screen.pixel_x, screen.pixel_y, screen.inspector], api_name="inspect_click")
+    screen.inspect_button.click(_for_user(on_inspect), [view, screen.pixel_x, screen.pixel_y] + controls,
+                                [screen.inspector], api_name="inspect")
+    picker.export_list_button.click(
         lambda v, chosen: gr.File(events.export_list(folder, v, models_of(chosen)), visible=True),
-        [view, shown_models], [export_list_file], api_name="export_list")
-    export_image_button.click(
+        [view, screen.shown_models], [picker.export_list_file], api_name="export_list")
+    screen.export_image_button.click(
         _for_user(lambda v, chosen, x, y: gr.File(events.export_image(folder, v, models_of(chosen), x, y) or None,
                                                   visible=True)),
-        [view, shown_models, pixel_x, pixel_y], [export_image_files], api_name="export_image")
+        [view, screen.shown_models, screen.pixel_x, screen.pixel_y], [screen.export_image_files],
+        api_name="export_image")
     return ImagesTab(controls, all_outputs, page_and_list)
 
 
