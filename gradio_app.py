@@ -504,7 +504,10 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
         max_classes = gr.Number(20, label="Classes shown (most ground-truth pixels)", precision=0, minimum=2)
         show_button = gr.Button("Show the confusion matrix", variant="primary", elem_id="vw-confusion-show")
     status = gr.Markdown(elem_id="vw-confusion-status")
-    chart = gr.Plot(label="Ground truth x prediction, shares of each ground-truth class's pixels (seaborn)")
+    chart = gr.Image(label="Ground truth x prediction, shares of each ground-truth class's pixels (seaborn; click a "
+                           "cell to list the images where it happens most)", type="numpy", format="png",
+                     interactive=False, elem_id="vw-confusion-heatmap")
+    shown = gr.State(None)  # the heatmap's grid and the picker's options, for clicks on the picture
     top = gr.Dataframe(label="The largest confusions (click one to list the images where it happens most)",
                        interactive=False, max_height=360, elem_id="vw-confusion-top")
     with gr.Row():
@@ -517,7 +520,7 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
 
     def on_show(view_value, model_value, scope_value, classes):
         page = events.confusion_page(folder, view_value, model_value, scope_value, classes)
-        return {chart: page.chart, top: page.top, status: page.status,
+        return {chart: page.chart, top: page.top, status: page.status, shown: (page.grid, page.choices),
                 picked: gr.Dropdown(choices=page.choices, value=page.choices[0][1] if page.choices else None)}
 
     def listing(view_value, model_value, choice, scope_value, n) -> dict:
@@ -529,6 +532,15 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
                                          evt.index[0] if evt.index else None)
         return listing(view_value, model_value, choice, scope_value, n) if choice else {}
 
+    def on_heatmap_click(view_value, model_value, scope_value, n, shown_value, evt: gr.SelectData):
+        grid, choices = shown_value or (None, [])
+        choice = events.heatmap_choice(folder, grid, *evt.index)
+        if choice not in [value for _, value in choices]:  # the picker offers the largest confusions only
+            gt_class, predicted = (int(v) for v in choice.split(":"))
+            choices = [*choices, events.confusion_option(folder, gt_class, predicted)]
+        result = listing(view_value, model_value, choice, scope_value, n)
+        return {**result, picked: gr.Dropdown(choices=choices, value=choice)}
+
     def on_open(listed_value, evt: gr.SelectData, *controls):
         names = [] if listed_value is None or not len(listed_value) else listed_value["image"].tolist()
         result = events.open_listed(folder, names, evt.row_value[0] if evt.row_value else None,
@@ -536,7 +548,9 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
         return {**images.page_and_list(result), tabs: gr.Tabs(selected="images")}
 
     gr.on([show_button.click, confusion_tab.select], _for_user(on_show), [view, model, scope, max_classes],
-          [chart, top, status, picked], api_name="confusion_matrix")
+          [chart, top, status, shown, picked], api_name="confusion_matrix")
+    chart.select(_for_user(on_heatmap_click), [view, model, scope, top_n, shown], [listed, list_status, picked],
+                 api_name="confusion_heatmap_cell")
     top.select(_for_user(on_top_click), [view, model, scope, top_n], [listed, list_status, picked],
                api_name="confusion_cell")
     list_button.click(_for_user(listing), [view, model, picked, scope, top_n], [listed, list_status, picked],

@@ -277,7 +277,8 @@ def _done(layout: Layout, source: str, images: list[str]) -> set[str]:
 def aggregates_current(layout: Layout, manifest: dict) -> bool:
     """Whether the derived files cover every model and every image done. A run killed (or out of disk) between
     its last prediction and its aggregates leaves them stale, and the rerun, which has nothing left to predict,
-    must still rebuild them."""
+    must still rebuild them. build_aggregates writes instance_counts.json last, so its models and image counts
+    stand for every aggregate file."""
     models = [m["name"] for m in manifest["models"]]
     needed = [layout.file(name) for name in AGGREGATE_FILES] + [layout.panoptic_json(m) for m in models]
     if not all(path.exists() for path in needed):
@@ -318,11 +319,12 @@ def build_aggregates(root: str | Path, counts_cache: CountsCache | None = None,
             if image in by_image:
                 label = f"{image}_target" if source == GT else f"{image}_pred_{source}"
                 counts_per_image[label] = instance_counts(by_image[image]["segments_info"], names)
+    build_task_aggregates(folder.layout, folder.manifest, dataset_level, workers)
+    # Last: aggregates_current trusts this file's models, so it must not exist before the other files are done.
     atomic.write_json(folder.layout.file(INSTANCE_COUNTS), {
         "ground_truth": has_gt,
         "instance_counts": counts_per_image,
         "pq": per_image_pq,
         "dataset_level_metrics": dataset_level,
     })
-    build_task_aggregates(folder.layout, folder.manifest, dataset_level, workers)
     return dataset_level

@@ -63,16 +63,6 @@ def segments_to_class_map(segment_map: np.ndarray, segments, void_id: int = 0) -
     return out.reshape(segment_map.shape)
 
 
-def blend(photo: np.ndarray, overlay: np.ndarray, opacity: float, mask: np.ndarray | None = None) -> np.ndarray:
-    """Alpha-blends `overlay` over `photo` (both HxWx3 uint8); where `mask` is False the photo shows through."""
-    opacity = float(np.clip(opacity, 0.0, 1.0))
-    mixed = photo.astype(np.float32) * (1.0 - opacity) + overlay.astype(np.float32) * opacity
-    out = np.rint(mixed).astype(np.uint8)
-    if mask is not None:
-        out[~mask] = photo[~mask]
-    return out
-
-
 def palette_indices(class_map: np.ndarray, n_colors: int) -> np.ndarray:
     """(H,W) row of `palette_array(colors)` each pixel takes: its class id, or `n_colors` (the void row) for
     negative and unknown ids. The lookup render_panoptic does, for renderers that keep the indices (palette PNGs

@@ -23,7 +23,8 @@ from metrics.errors import error_table
 
 
 def _with_analysis(args: argparse.Namespace) -> dict:
-    categories, counts, analyses = analyze_files(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder)
+    categories, counts, analyses = analyze_files(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder,
+                                                 args.workers)
     result = pq_result(list(counts.items()), categories, args.per_image)
     extra = summaries(pq.sum_counts(counts.values()), sum_analyses(analyses.values()), categories)
     if args.errors:
@@ -59,9 +60,11 @@ def panoptic_main(argv: list[str]) -> int:
                         help='add "errors": error types and ΔPQ if fixed, overall and per class (and per image)')
     parser.add_argument("--boundary", action="store_true", help='add "boundary": Boundary PQ/SQ/RQ')
     parser.add_argument("--sizes", action="store_true", help='add "sizes": PQ/SQ/RQ of small, medium, large segments')
-    parser.add_argument("--workers", type=int, help="threads for image-by-image counting (default: all cores)")
+    parser.add_argument("--workers", type=int,
+                        help="threads for image-by-image counting and analysis (default: all cores)")
     parser.add_argument("--engine", choices=["auto", "numpy"], default="auto",
-                        help="auto: hotcoco counts dataset-level numbers when installed (same numbers); numpy: ours")
+                        help="auto: hotcoco counts dataset-level numbers when installed (same numbers); numpy: ours "
+                             "(always ours with --per-image, --errors, --boundary, --sizes)")
     args = parser.parse_args(argv)
     try:
         if args.errors or args.boundary or args.sizes:

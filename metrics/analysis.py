@@ -33,7 +33,7 @@ import numpy as np
 
 from metrics import pq
 from metrics.boundary import boundary_counts, boundary_ious
-from metrics.coco_panoptic import evaluation_pairs, in_image
+from metrics.coco_panoptic import in_image, map_pairs, open_evaluation
 from metrics.errors import (
     ErrorCounts,
     SegmentErrors,
@@ -168,16 +168,22 @@ def summaries(counts: Mapping[int, pq.CategoryCounts], analysis: AnalysisCounts,
             "sizes": size_summary(analysis.sizes, categories)}
 
 
+def _analyze_pair(pair: tuple) -> tuple[object, dict[int, pq.CategoryCounts], AnalysisCounts]:
+    image_id, gt_map, gt_segments, pred_map, pred_segments = pair
+    with in_image(image_id):
+        match = pq.match_image(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json=True)
+        analysis = analyze_image(gt_map, gt_segments, pred_map, pred_segments, match=match)
+    return image_id, pq.match_counts(match), analysis.counts
+
+
 def analyze_files(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
-                  gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
-                  ) -> tuple[dict[int, bool], dict, dict]:
+                  gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None,
+                  workers: int | None = None) -> tuple[dict[int, bool], dict, dict]:
     """The categories, {image_id: pq counts} and {image_id: AnalysisCounts} of a COCO panoptic ground truth and
-    prediction (matched as pq_compute matches them: ground-truth areas from the JSON). Raises CocoPanopticError."""
-    categories, pairs = evaluation_pairs(gt_json_path, pred_json_path, gt_folder, pred_folder)
-    counts, analyses = {}, {}
-    for image_id, gt_map, gt_segments, pred_map, pred_segments in pairs:
-        with in_image(image_id):
-            counts[image_id] = pq.image_counts(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json=True)
-            analyses[image_id] = analyze_image(gt_map, gt_segments, pred_map, pred_segments,
-                                               gt_areas_from_json=True).counts
-    return categories, counts, analyses
+    prediction (matched once per image, as pq_compute matches them: ground-truth areas from the JSON), on
+    `workers` threads (default: every available core). Raises CocoPanopticError."""
+    evaluation = open_evaluation(gt_json_path, pred_json_path, gt_folder, pred_folder)
+    results = map_pairs(_analyze_pair, evaluation, workers)
+    counts = {image_id: image_counts for image_id, image_counts, _ in results}
+    analyses = {image_id: analysis for image_id, _, analysis in results}
+    return evaluation.categories, counts, analyses

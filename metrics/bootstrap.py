@@ -50,7 +50,7 @@ def _pq(iou_sum: np.ndarray, denominator: np.ndarray, isthing: np.ndarray) -> tu
 
 def _sufficient(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """PQ needs only iou_sum and tp + fp/2 + fn/2 per category (the denominator, > 0 exactly when active)."""
-    return counts[..., 3], counts[..., 0] + 0.5 * counts[..., 1] + 0.5 * counts[..., 2]
+    return counts[..., 3], pq.pq_denominator(counts[..., 0], counts[..., 1], counts[..., 2])
 
 
 def resample_weights(n_images: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:

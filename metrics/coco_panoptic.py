@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from metrics import pq, pq_hotcoco
+
+T = TypeVar("T")
 
 MAX_ID = 256**3 - 1  # three 8-bit channels
 
@@ -216,15 +219,6 @@ def read_pair(evaluation: Evaluation, gt_annotation: dict, pred_annotation: dict
     return image_id, gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"]
 
 
-def evaluation_pairs(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,
-                     gt_folder: str | os.PathLike | None = None, pred_folder: str | os.PathLike | None = None
-                     ) -> tuple[dict[int, bool], Iterator[tuple]]:
-    """The categories and an iterator of read_pair's tuples over the images, in the ground truth's order (each
-    image checked when it is read)."""
-    evaluation = open_evaluation(gt_json_path, pred_json_path, gt_folder, pred_folder)
-    return evaluation.categories, (read_pair(evaluation, *pair) for pair in evaluation.pairs)
-
-
 @contextmanager
 def in_image(image_id):
     """Turns a PanopticFormatError raised inside into a CocoPanopticError naming the image."""
@@ -234,10 +228,10 @@ def in_image(image_id):
         raise CocoPanopticError(f"In the image with ID {image_id} {e}") from None
 
 
-def _pair_counts(evaluation: Evaluation, pair: tuple[dict, dict]) -> dict[int, pq.CategoryCounts]:
-    image_id, gt_map, gt_segments, pred_map, pred_segments = read_pair(evaluation, *pair)
+def _pair_counts(pair: tuple) -> tuple[object, dict[int, pq.CategoryCounts]]:
+    image_id, gt_map, gt_segments, pred_map, pred_segments = pair
     with in_image(image_id):
-        return pq.image_counts(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json=True)
+        return image_id, pq.image_counts(gt_map, gt_segments, pred_map, pred_segments, gt_areas_from_json=True)
 
 
 def available_cores() -> int:
@@ -245,16 +239,21 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def counts_per_image(evaluation: Evaluation, workers: int | None = None) -> list[tuple[object, dict]]:
-    """[(image_id, pq.image_counts)] of every image, in the ground truth's order, counted on `workers` threads
-    (default: every available core; PNG decoding and numpy's pixel passes release the GIL). The first error in
-    image order is raised, and the images not started yet are dropped."""
+def map_pairs(function: Callable[[tuple], T], evaluation: Evaluation, workers: int | None = None) -> list[T]:
+    """[function(read_pair's tuple)] of every image, in the ground truth's order, on `workers` threads (default:
+    every available core; PNG decoding and numpy's pixel passes release the GIL). The first error in image order
+    is raised, and the images not started yet are dropped."""
     pool = ThreadPoolExecutor(max_workers=max(1, workers or available_cores()))
     try:
-        counts = list(pool.map(lambda pair: _pair_counts(evaluation, pair), evaluation.pairs))
+        return list(pool.map(lambda pair: function(read_pair(evaluation, *pair)), evaluation.pairs))
     finally:
         pool.shutdown(cancel_futures=True)
-    return [(gt["image_id"], c) for (gt, _), c in zip(evaluation.pairs, counts, strict=True)]
+
+
+def counts_per_image(evaluation: Evaluation, workers: int | None = None) -> list[tuple[object, dict]]:
+    """[(image_id, pq.image_counts)] of every image, in the ground truth's order, counted on `workers` threads
+    (map_pairs)."""
+    return map_pairs(_pair_counts, evaluation, workers)
 
 
 def image_counts_of_files(gt_json_path: str | os.PathLike, pred_json_path: str | os.PathLike,

@@ -276,16 +276,22 @@ def sum_counts(per_image: Iterable[Mapping[int, CategoryCounts]]) -> dict[int, C
     return total
 
 
+def pq_denominator(tp, fp, fn):
+    """tp + fp/2 + fn/2, PQ's denominator (iou_sum over it is PQ; > 0 exactly when a category is active), in
+    panopticapi's order of operations; scalars or arrays."""
+    return tp + 0.5 * fp + 0.5 * fn
+
+
 def quality(tp, fp, fn, iou_sum):
     """(PQ, SQ, RQ) of a category's counts; scalars or arrays of categories alike (elementwise).
 
     The expressions are panopticapi's, in float64, so results agree to the last bit; PQ is not SQ * RQ. SQ is 0
     without a TP; PQ and RQ are NaN (arrays) or ZeroDivisionError (scalars) for a category with no activity."""
     if all(isinstance(v, int | float | np.number) for v in (tp, fp, fn, iou_sum)):
-        denominator = tp + 0.5 * fp + 0.5 * fn
+        denominator = pq_denominator(tp, fp, fn)
         return iou_sum / denominator, iou_sum / tp if tp != 0 else 0.0, tp / denominator
     tp, fp, fn, iou_sum = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, iou_sum))
-    denominator = tp + 0.5 * fp + 0.5 * fn
+    denominator = pq_denominator(tp, fp, fn)
     with np.errstate(divide="ignore", invalid="ignore"):
         return iou_sum / denominator, np.where(tp != 0, iou_sum / np.where(tp != 0, tp, 1), 0.0), tp / denominator
 

@@ -16,7 +16,7 @@ from dump import demo
 from segdata import scenes
 from tests.app_runner import running_app
 from tests.test_app_browser import ARGS, CHROMIUM, TIMEOUT, wait_for_image
-from viewer import dataset
+from viewer import dataset, events
 from viewer.index import load_folder
 
 MODELS = ["--model", f"pan={demo.DEMO_MODELS['toy-small']}", "--model", f"sem={demo.DEMO_SEMANTIC['toy-semantic']}",
@@ -102,4 +102,43 @@ def test_confusion_matrix_lists_and_opens_images(page, folder):
     assert first.inner_text().strip() == expected["image"].iloc[0]
     first.click()
     wait_for_image(page, expected["image"].iloc[0])
+    assert page.errors == []
+
+
+def test_a_click_on_a_heatmap_cell_lists_its_images(page, folder):
+    """A click on a cell of the seaborn heatmap (a picture) lists that confusion's images, also a cell that is
+    not among the largest confusions offered by the picker."""
+    index = load_folder(folder)
+    grid = events.confusion_page(index, {"positions": None}, "sem", "all", 20).grid
+    matrix = dataset.confusion_matrix(index, "sem")
+    offered = {(int(g), int(p)) for g, p in dataset.top_confusions(index, "sem")[["gt id", "predicted id"]].to_numpy()}
+    cells = [(r, c) for r, gt_class in enumerate(grid.rows) for c, column in enumerate(grid.columns)
+             if column != gt_class and matrix[gt_class, column] > 0]
+    r, c = min(cells, key=lambda cell: matrix[grid.rows[cell[0]], grid.columns[cell[1]]])  # the smallest one
+    gt_class, predicted = grid.rows[r], (-1 if c == len(grid.columns) - 1 else grid.columns[c])
+    assert (gt_class, predicted) not in offered or len(offered) == len(cells)
+    expected = dataset.confusion_images(index, "sem", gt_class, predicted)
+    page.goto(page.base_url)
+    wait_for_image(page, "val_0000")
+    page.get_by_role("tab", name="Dataset").click()
+    page.get_by_role("tab", name="Confusion").click()
+    picture = page.locator("#vw-confusion-heatmap img")
+    picture.wait_for(timeout=TIMEOUT)
+    picture.scroll_into_view_if_needed()
+    # Where the cell's centre is on screen: the picture is scaled to fit its box and centred in it, as Gradio
+    # maps a click back to the picture's pixels.
+    left, top, right, bottom = grid.box
+    x, y = left + (c + 0.5) * (right - left) / len(grid.columns), top + (r + 0.5) * (bottom - top) / len(grid.rows)
+    shown = picture.evaluate("i => { const b = i.getBoundingClientRect(); "
+                             "return [b.left, b.top, b.width, b.height, i.naturalWidth, i.naturalHeight]; }")
+    box_left, box_top, width, height, natural_width, natural_height = shown
+    scale = min(width / natural_width, height / natural_height, 1)
+    page.mouse.click(box_left + (width - natural_width * scale) / 2 + x * scale,
+                     box_top + (height - natural_height * scale) / 2 + y * scale)
+    what = f"{dataset.confusion_label(index, gt_class)} predicted as {dataset.confusion_label(index, predicted)}"
+    page.wait_for_function("t => document.querySelector('#vw-confusion-images-status').innerText.includes(t)",
+                           arg=what, timeout=TIMEOUT)
+    assert f"{len(expected)} images" in page.locator("#vw-confusion-images-status").inner_text()
+    first = page.locator('#vw-confusion-images [data-testid="cell-0-0"]')
+    assert first.inner_text().strip() == expected["image"].iloc[0]
     assert page.errors == []

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import predict_dump
@@ -192,6 +193,31 @@ def test_a_rerun_finishes_aggregates_a_killed_run_left_stale(setup, tmp_path, mo
     assert not list(out.rglob("*.tmp"))
 
 
+def test_a_rerun_finishes_task_aggregates_a_killed_run_left_stale(setup, tmp_path, monkeypatch, capsys):
+    # Before: a kill inside the task aggregates (after instance_counts.json listed the new model) went unnoticed:
+    # the rerun exited 0, task_metrics.json and semantic_stats.csv kept only the first model, AP printed "-".
+    import dump.aggregates as aggregates
+
+    out = tmp_path / "out"
+    model = ["--data", setup["data"], "--out", out]
+    assert run_dump([*model, "--model", f"A={setup['checkpoint']}"]) == 0
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(aggregates, "build_task_aggregates", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_dump([*model, "--model", f"B={setup['checkpoint']}"])
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert run_dump([*model, "--model", f"B={setup['checkpoint']}"]) == 0
+    task_metrics = json.loads((out / "task_metrics.json").read_text())
+    assert set(task_metrics["models"]) == {"A", "B"}
+    assert set(pd.read_csv(out / "semantic_stats.csv")["model"]) == {"A", "B"}
+    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("B ")]
+    assert summary and summary[0].split("|")[-2].split() != ["-", "-"], summary  # mIoU and AP, not "-"
+
+
 def test_a_folder_where_a_file_should_be_stops_the_run_in_one_line(setup, tmp_path, capsys):
     # Before: IsADirectoryError surfaced as a traceback (or as a failure of every image, one by one).
     out = tmp_path / "out"
@@ -226,6 +252,34 @@ def test_a_full_disk_stops_the_run_in_one_line(setup, tmp_path, capsys, monkeypa
     err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].endswith(": No space left on device") and str(out) in err[0], err
     assert not list(out.rglob("*.tmp"))
+
+
+def test_a_read_only_output_folder_stops_the_run_in_one_line(setup, tmp_path, capsys, monkeypatch):
+    # A shared dump opened read-only (tests run as root, where chmod refuses nothing: the file system's answer
+    # is simulated for every file and folder created under the output folder).
+    import errno
+    import os
+
+    out = tmp_path / "out"
+    args = ["--data", setup["data"], "--out", out]
+    assert run_dump([*args, "--model", f"A={setup['checkpoint']}"]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def read_only(real):
+        def call(path, *more, **options):
+            if str(path).startswith(str(out)):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real(path, *more, **options)
+        return call
+
+    monkeypatch.setattr(os, "open", read_only(os.open))
+    monkeypatch.setattr(os, "mkdir", read_only(os.mkdir))
+    capsys.readouterr()
+    assert run_dump([*args, "--model", f"B={setup['checkpoint']}"]) == 1
+    err = error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].endswith(": Read-only file system") and str(out) in err[0], err
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written is lost
 
 
 HOSTILE = ["# A heading [a link](http://evil.example/x) ![an image](http://evil.example/i.png)",

@@ -124,8 +124,38 @@ def test_confusions_and_their_images(folder, index):
             counted[index.images[pos]] = pixels
     assert dict(zip(images["image"], images["pixels"], strict=True)) == counted
     assert list(images["pixels"]) == sorted(counted.values(), reverse=True)
-    figure = plots.confusion_heatmap(matrix, index.classes.names, "sem", max_classes=8)
-    assert len(figure.axes[0].get_yticklabels()) == 8
+    picture, grid = plots.confusion_heatmap(matrix, index.classes.names, "sem", max_classes=8)
+    assert picture.dtype == np.uint8 and picture.shape[2] == 3
+    assert len(grid.rows) == 8 and grid.columns == (*grid.rows, 150)
+
+
+def test_a_click_on_the_heatmap_names_its_cell(index):
+    """The grid's box is where the cells are drawn: a point inside each cell has the colour of its share, and a
+    click there picks that confusion (the last column: no class); the diagonal and the margins pick nothing."""
+    import matplotlib
+
+    page = events.confusion_page(index, {"positions": None}, "sem", "all", 6)
+    matrix = dataset.confusion_matrix(index, "sem")
+    grid = page.grid
+    left, top, right, bottom = grid.box
+    width, height = (right - left) / len(grid.columns), (bottom - top) / len(grid.rows)
+    colours = matplotlib.colormaps["rocket_r"]
+    for r, gt_class in enumerate(grid.rows):
+        for c, column in enumerate(grid.columns):
+            share = matrix[gt_class, column] / matrix[gt_class].sum()
+            expected = np.array(colours(share)[:3]) * 255
+            for near in (0.12, 0.88):  # both corners of the cell, off the centred annotation
+                x, y = left + (c + near) * width, top + (r + near) * height
+                assert np.abs(page.chart[int(y), int(x)].astype(float) - expected).max() <= 3, (r, c, near)
+            if column == gt_class:
+                with pytest.raises(events.UserError, match="off the diagonal"):
+                    events.heatmap_choice(index, grid, x, y)
+            else:
+                predicted = -1 if column == 150 else column
+                assert events.heatmap_choice(index, grid, x, y) == f"{gt_class}:{predicted}"
+    for x, y in ((left - 2, top + 2), (right + 2, top + 2), (left + 2, bottom + 2), (left + 2, top - 2)):
+        with pytest.raises(events.UserError, match="Click a cell"):
+            events.heatmap_choice(index, grid, x, y)
 
 
 def test_error_maps_per_task(folder, index):

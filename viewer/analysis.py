@@ -132,7 +132,7 @@ def _merged_rows(folder, model: str, positions) -> pd.DataFrame:
 
 def _image_pq(pos: np.ndarray, tp, fp, fn, iou_sum) -> pd.Series:
     """Per image, the mean PQ over its active classes (NaN without one)."""
-    denominator = tp + 0.5 * fp + 0.5 * fn
+    denominator = pq.pq_denominator(tp, fp, fn)
     active = denominator > 0
     values = pd.DataFrame({"pos": pos[active], "pq": iou_sum[active] / denominator[active]})
     return values.groupby("pos")["pq"].mean()

@@ -445,7 +445,8 @@ class ConfusionPage:
     """The semantic confusion matrix of one model: a heatmap, the largest confusions (click one to list its
     images) and the choices of the confusion picker."""
 
-    chart: object
+    chart: np.ndarray
+    grid: plots.HeatmapGrid | None
     top: pd.DataFrame
     choices: list[tuple[str, str]]
     status: str
@@ -465,12 +466,32 @@ def confusion_page(folder: FolderIndex, view: dict, model: str | None, scope: st
     task = folder.model_tasks[model]
     title = (f"{model}: ground truth x prediction ({'its class map' if task == 'panoptic' else 'semantic'}), "
              f"{'the current list' if scope == 'list' else 'all images'}")
-    chart = plots.confusion_heatmap(matrix, folder.classes.names, title, whole_number(max_classes) or 20)
-    choices = [(f"{r['ground truth']} → {r['predicted as']}", f"{r['gt id']}:{r['predicted id']}")
-               for r in top.to_dict("records")]
-    status = (f"{int(matrix.sum()):,} labelled pixels; the largest confusions of {model} ({task}) first. Click one "
-              "(or pick it below) to list the images where it happens most.")
-    return ConfusionPage(chart, tables.rounded(top.drop(columns=["gt id", "predicted id"]), 4), choices, status)
+    chart, grid = plots.confusion_heatmap(matrix, folder.classes.names, title, whole_number(max_classes) or 20)
+    choices = [confusion_option(folder, r["gt id"], r["predicted id"]) for r in top.to_dict("records")]
+    status = (f"{int(matrix.sum()):,} labelled pixels; the largest confusions of {model} ({task}) first. Click a "
+              "cell of the matrix or a row of the table (or pick one below) to list the images where it happens "
+              "most.")
+    return ConfusionPage(chart, grid, tables.rounded(top.drop(columns=["gt id", "predicted id"]), 4), choices,
+                         status)
+
+
+def confusion_option(folder: FolderIndex, gt_class: int, predicted: int) -> tuple[str, str]:
+    """A confusion picker option: (label, value "gt:predicted"), predicted -1 for no class."""
+    label = f"{dataset.confusion_label(folder, gt_class)} → {dataset.confusion_label(folder, predicted)}"
+    return label, f"{gt_class}:{predicted}"
+
+
+def heatmap_choice(folder: FolderIndex, grid: plots.HeatmapGrid | None, x, y) -> str:
+    """The picker value ("gt:predicted") of the heatmap cell under picture pixel (x, y) (the column of no class
+    is -1); a UserError outside the cells or on the diagonal, which holds correct pixels, not confusions."""
+    cell = grid.cell(float(x), float(y)) if grid is not None else None
+    if cell is None:
+        raise UserError("Click a cell of the matrix.")
+    gt_class, predicted = cell
+    if gt_class == predicted:
+        raise UserError(f"That cell is {dataset.confusion_label(folder, gt_class)} predicted right: click a cell "
+                        "off the diagonal to list the images of a confusion.")
+    return confusion_option(folder, gt_class, -1 if predicted == grid.columns[-1] else predicted)[1]
 
 
 def confusion_choice(folder: FolderIndex, view: dict, model: str, scope: str, row_index: int | None) -> str | None:

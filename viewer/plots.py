@@ -3,6 +3,8 @@ concurrent sessions do not draw into each other's axes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import matplotlib
 
 matplotlib.use("Agg")  # the server has no display; must precede any pyplot import by seaborn
@@ -10,6 +12,7 @@ matplotlib.use("Agg")  # the server has no display; must precede any pyplot impo
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from metrics.errors import FN_TYPES, FP_TYPES  # noqa: E402
@@ -105,12 +108,33 @@ def summary_chart(summary: pd.DataFrame, colors: dict[str, str] | None = None) -
     return figure
 
 
-def confusion_heatmap(matrix: np.ndarray, labels: dict[int, str], title: str, max_classes: int = 20) -> Figure:
+@dataclass(frozen=True)
+class HeatmapGrid:
+    """Where a rendered heatmap's cells are: the class ids of its rows and columns and the box of the cell area
+    in the picture's pixels (left, top, right, bottom), so that a click on the picture names a cell."""
+
+    rows: tuple[int, ...]
+    columns: tuple[int, ...]
+    box: tuple[float, float, float, float]
+
+    def cell(self, x: float, y: float) -> tuple[int, int] | None:
+        """(row class, column class) under picture pixel (x, y); None outside the cells."""
+        left, top, right, bottom = self.box
+        if not (left <= x < right and top <= y < bottom):
+            return None
+        row = int((y - top) / (bottom - top) * len(self.rows))
+        column = int((x - left) / (right - left) * len(self.columns))
+        return self.rows[min(row, len(self.rows) - 1)], self.columns[min(column, len(self.columns) - 1)]
+
+
+def confusion_heatmap(matrix: np.ndarray, labels: dict[int, str], title: str,
+                      max_classes: int = 20) -> tuple[np.ndarray, HeatmapGrid | None]:
     """The confusion matrix of the `max_classes` classes with the most ground-truth pixels, each row as shares of
-    its class's pixels (the last column: predicted as no class), annotated where a share is visible."""
+    its class's pixels (the last column, id C: predicted as no class), annotated where a share is visible; drawn
+    as an (H, W, 3) picture, with its grid (None when there is nothing to show)."""
     gt_pixels = matrix.sum(axis=1)
     if not gt_pixels.any():
-        return _empty("no semantic counts for this model")
+        return _drawn(_empty("no semantic counts for this model"))[0], None
     classes = [int(c) for c in np.argsort(-gt_pixels, kind="stable")[:max_classes] if gt_pixels[c] > 0]
     columns = [*classes, matrix.shape[1] - 1]
     shares = matrix[np.ix_(classes, columns)] / gt_pixels[classes, None]
@@ -123,7 +147,21 @@ def confusion_heatmap(matrix: np.ndarray, labels: dict[int, str], title: str, ma
     ax.set_xlabel("predicted class")
     ax.set_ylabel("ground-truth class")
     ax.set_title(title, fontsize="small")
-    return figure
+    picture, box = _drawn(figure)
+    return picture, HeatmapGrid(tuple(classes), tuple(columns), box)
+
+
+def _drawn(figure: Figure) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The figure as an (H, W, 3) uint8 picture at its own dpi, and the box of its first axes in that picture's
+    pixels (left, top, right, bottom; matplotlib counts y from the bottom, pictures from the top; all 0 without
+    axes)."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()  # lays the figure out: the axes' box is final only now
+    picture = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    if not figure.axes:
+        return picture, (0.0, 0.0, 0.0, 0.0)
+    extent, height = figure.axes[0].get_window_extent(), picture.shape[0]
+    return picture, (extent.x0, height - extent.y1, extent.x1, height - extent.y0)
 
 
 def _hex(rgb: tuple[int, int, int]) -> str:
