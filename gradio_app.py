@@ -141,8 +141,8 @@ def _list_column(folder: FolderIndex) -> SimpleNamespace:
             with gr.Row():
                 metric = gr.Radio([("the one A and B share", "auto")] +
                                   [(label, key) for key, label in RANK_METRICS.items()], value="auto",
-                                  label="Per-image metric (mIoU: a panoptic model's class map; R@0.5: recall of "
-                                  "its thing segments)")
+                                  label="Per-image metric (mIoU: a panoptic model's class map; AP and R: its "
+                                  "thing segments; AP@0.5: the image's own COCO AP, R@0.5: recall)")
                 top_n = gr.Number(20, label="Top N (0 = all)", precision=0, minimum=0)
             rank_button = gr.Button("Rank the filtered images", elem_id="vw-rank")
         list_status = gr.Markdown(elem_id="vw-list-status")

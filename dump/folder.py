@@ -68,7 +68,8 @@ SEMANTIC_CONFUSION = "semantic_confusion.csv"
 SEMANTIC_CONFUSION_COLUMNS = ("image", "model", "source_task", "gt_category_id", "pred_category_id", "pixels")
 INSTANCE_STATS = "instance_stats.csv"
 INSTANCE_STATS_COLUMNS = ("image", "model", "source_task", "category_id", "tp50", "fp50", "fn50", "tp75", "fp75",
-                          "fn75", "gt_instances", "pred_instances")
+                          "fn75", "gt_instances", "pred_instances", "ap50", "ap75")
+INSTANCE_AP_COLUMNS = ("ap50", "ap75")  # added later: a folder written before has the other columns only
 TASK_METRICS = "task_metrics.json"
 # Derived from the per-image files by dump.aggregates.build_aggregates (and --reindex).
 AGGREGATE_FILES = (SEGMENT_STATS, INSTANCE_COUNTS, ANALYSIS_STATS, SEGMENT_ERRORS, SWEEP, SEMANTIC_STATS,

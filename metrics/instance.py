@@ -8,7 +8,8 @@ images, and the conversions that let any prediction be scored as instances.
   carries a `bbox` binned by the box's w x h (`results_from_instances` writes none), at most 100 detections per
   image and category, crowd regions ignored.
 - `image_counts(gt, results, height, width)`: TP/FP/FN of one image per category at IoU 0.5 and 0.75 with
-  COCOeval's matching (docs/metrics.md, "Mask AP").
+  COCOeval's matching, and the image's own AP per category at each (what COCOeval gives for the image alone;
+  docs/metrics.md, "Mask AP").
 - `results_from_instances`, `instances_from_panoptic`, `annotations_from_panoptic`: predictions and panoptic
   ground truth into COCO form.
 """
@@ -135,12 +136,35 @@ def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True) -> 
 
 @dataclass
 class MatchCounts:
+    """TP/FP/FN of a category at one IoU threshold; `ap`: one image's own COCO AP of the category at that
+    threshold (None without ground truth, where pycocotools has -1), which does not add up over images."""
+
     tp: int = 0
     fp: int = 0
     fn: int = 0
+    ap: float | None = None
 
     def __add__(self, other: MatchCounts) -> MatchCounts:
         return MatchCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's recThrs
+
+
+def _average_precision(tp: np.ndarray, fp: np.ndarray, n_gt: int) -> float | None:
+    """COCOeval.accumulate's AP of one category over detections in score order (tp, fp: bool per detection, an
+    ignored one neither): precision made non-increasing, read at the 101 recall points (0 past the last recall
+    reached), averaged."""
+    if n_gt == 0:
+        return None
+    if not len(tp):
+        return 0.0
+    tp_sum, fp_sum = np.cumsum(tp, dtype=np.float64), np.cumsum(fp, dtype=np.float64)
+    recall = tp_sum / n_gt
+    precision = np.maximum.accumulate((tp_sum / (fp_sum + tp_sum + np.spacing(1)))[::-1])[::-1]
+    at = np.searchsorted(recall, RECALL_POINTS, side="left")
+    reached = at < len(precision)
+    return float(np.where(reached, precision[np.minimum(at, len(precision) - 1)], 0.0).mean())
 
 
 def _assign(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> list[int]:
@@ -167,9 +191,12 @@ def _assign(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> list[int]:
 
 
 def _match(ious: np.ndarray, crowd: np.ndarray, threshold: float) -> MatchCounts:
-    taken = _assign(ious, crowd, threshold)
-    tp = sum(1 for m in taken if m > -1 and not crowd[m])
-    return MatchCounts(tp, sum(1 for m in taken if m == -1), int((~crowd).sum()) - tp)
+    taken = np.asarray(_assign(ious, crowd, threshold), dtype=np.int64)
+    is_tp = (taken > -1) & ~crowd[np.maximum(taken, 0)] if len(crowd) else np.zeros(len(taken), dtype=bool)
+    is_fp = taken == -1
+    n_gt = int((~crowd).sum())
+    tp = int(is_tp.sum())
+    return MatchCounts(tp, int(is_fp.sum()), n_gt - tp, _average_precision(is_tp, is_fp, n_gt))
 
 
 def _by_category(gt: Sequence[Mapping], results: Sequence[Mapping], height: int, width: int, max_detections: int):

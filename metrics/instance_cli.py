@@ -3,8 +3,9 @@
 COCO mask AP of a results file (a list of {"image_id", "category_id", "segmentation" (RLE), "score"}) against a
 COCO instance annotation file, as pycocotools computes it. Prints JSON: {"ap", "ap50", "ap75", "ap_small",
 "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large", "per_class": {category id:
-{"name", "ap"}}} (+ "per_image": {image id: {"tp50", "fp50", "fn50", "tp75", "fp75", "fn75"}}); rules in
-docs/metrics.md, "Mask AP".
+{"name", "ap"}}} (+ "per_image": {image id: {"tp50", "fp50", "fn50", "ap50", "tp75", "fp75", "fn75", "ap75"}},
+the APs the image's own: the mean over its categories with ground truth of what COCOeval gives for the image
+alone, null without); rules in docs/metrics.md, "Mask AP".
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def per_image_counts(gt: dict, results: list[dict]) -> dict:
         row = {}
         for threshold, per_category in counts.items():
             total = instance.total_counts(per_category)
+            aps = [c.ap for c in per_category.values() if c.ap is not None]
             suffix = round(threshold * 100)
-            row.update({f"tp{suffix}": total.tp, f"fp{suffix}": total.fp, f"fn{suffix}": total.fn})
+            row.update({f"tp{suffix}": total.tp, f"fp{suffix}": total.fp, f"fn{suffix}": total.fn,
+                        f"ap{suffix}": sum(aps) / len(aps) if aps else None})
         rows[image["id"]] = row
     return rows
 

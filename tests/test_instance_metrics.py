@@ -139,6 +139,27 @@ def test_image_counts_match_cocoeval(case):
     assert any(tp and fp for tp, fp, _ in expected.values()) and any(fn for *_, fn in expected.values())
 
 
+def test_image_ap_is_cocoevals_on_the_image_alone(case):
+    """Each image's own AP per category at IoU 0.5 and 0.75 equals pycocotools run on that image alone (precision
+    at area "all", 100 detections, averaged over recall points; None where it has -1)."""
+    gt, results = case
+    compared = 0
+    for image in gt["images"]:
+        annotations = [a for a in gt["annotations"] if a["image_id"] == image["id"]]
+        found = [r for r in results if r["image_id"] == image["id"]]
+        reference = instance.pycocotools_evaluation(dict(gt, images=[image], annotations=annotations), found)
+        counts = instance.image_counts(annotations, found, image["height"], image["width"])
+        for threshold, t_index in ((0.5, 0), (0.75, 5)):
+            for k, category_id in enumerate(reference.params.catIds):
+                values = reference.eval["precision"][t_index, :, k, 0, -1]
+                expected = float(values.mean()) if (values > -1).any() else None
+                ours = counts[threshold].get(category_id, instance.MatchCounts()).ap
+                assert ours == (None if expected is None else pytest.approx(expected, abs=1e-12)), \
+                    (image["id"], threshold, category_id)
+                compared += expected is not None and 0 < expected < 1
+    assert compared > 10  # APs strictly between 0 and 1: the precision curve matters, not only hits and misses
+
+
 def test_image_counts_hand_case_with_a_crowd_region():
     crowd = square(50, 50, 40)
     gt = one_image([gt_annotation(square(0, 0, 20)), gt_annotation(square(0, 40, 20)),
@@ -148,8 +169,9 @@ def test_image_counts_hand_case_with_a_crowd_region():
                result(square(55, 55, 10), 0.7),  # inside the crowd region: ignored
                result(square(0, 40, 20), 0.6, category=3)]  # another class: FP for car, the person is FN
     counts = instance.image_counts(gt, results, 100, 100)
-    assert counts[0.5][1] == instance.MatchCounts(tp=1, fp=1, fn=1)
-    assert counts[0.5][3] == instance.MatchCounts(tp=0, fp=1, fn=0)
+    # AP of the person: precision 1 up to recall 1/2 (the TP first), never more recall: 51 of 101 points.
+    assert counts[0.5][1] == instance.MatchCounts(tp=1, fp=1, fn=1, ap=pytest.approx(51 / 101, abs=1e-15))
+    assert counts[0.5][3] == instance.MatchCounts(tp=0, fp=1, fn=0, ap=None)  # no car in the ground truth
     assert instance.total_counts(counts[0.75]) == instance.MatchCounts(tp=1, fp=2, fn=1)
 
 

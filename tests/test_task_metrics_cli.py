@@ -119,8 +119,13 @@ def test_instance_files(tmp_path, capsys):
         k: v for k, v in expected.items() if k != "per_class"}
     assert result["per_class"] == {"18": {"name": "dog", "ap": expected["per_class"][18]},
                                    "1": {"name": "person", "ap": None}}
-    assert result["per_image"] == {"3": {"tp50": 1, "fp50": 1, "fn50": 0, "tp75": 1, "fp75": 1, "fn75": 0},
-                                   "9": {"tp50": 0, "fp50": 1, "fn50": 1, "tp75": 0, "fp75": 1, "fn75": 1}}
+    # Image 3: the dog found first (AP 1, less COCOeval's epsilon; the person result has no person to miss: no
+    # AP); image 9: missed.
+    expected = {"3": {"tp50": 1, "fp50": 1, "fn50": 0, "ap50": 1.0, "tp75": 1, "fp75": 1, "fn75": 0, "ap75": 1.0},
+                "9": {"tp50": 0, "fp50": 1, "fn50": 1, "ap50": 0.0, "tp75": 0, "fp75": 1, "fn75": 1, "ap75": 0.0}}
+    assert result["per_image"].keys() == expected.keys()
+    for image, row in expected.items():
+        assert result["per_image"][image] == pytest.approx(row, abs=1e-15)
 
 
 def test_instance_errors_are_one_line(tmp_path):

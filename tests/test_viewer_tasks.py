@@ -65,6 +65,9 @@ def test_per_image_task_numbers_equal_metrics_on_the_maps(folder, index):
         row = index.image_metrics["ins"].loc[pos]
         assert (row["tp50"], row["fp50"], row["fn50"]) == (tp, fp, fn)
         assert row["r50"] == pytest.approx(tp / (tp + fn))
+        for key, column in (("0.5", "ap50"), ("0.75", "ap75")):  # the mean of the image's classes' own APs
+            aps = [v[3] for v in record[key].values() if v[3] is not None]
+            assert row[column] == pytest.approx(np.mean(aps), rel=1e-12)
     assert np.isnan(index.image_metrics["sem"]["pq"]).all() and np.isnan(index.image_metrics["ins"]["miou"]).all()
 
 
@@ -199,11 +202,20 @@ def test_tables_and_rankings_say_which_task_a_number_comes_from(index):
     assert table.loc["pan", "numbers from"].startswith("panoptic segments; mIoU: its class map")
     assert table.loc["sem", "mIoU"] == pytest.approx(index.image_metrics["sem"].loc[0, "miou"])
     assert np.isnan(table.loc["sem", "PQ"]) and table.loc["ins", "TP@0.5"] == index.image_metrics["ins"].loc[0, "tp50"]
+    assert table.loc["ins", "AP@0.5"] == index.image_metrics["ins"].loc[0, "ap50"]
+    per_class = tables.image_class_table(index, 0, ["ins"]).dropna(subset=["AP@0.5"]).set_index("class id")
+    record = json.loads((index.layout.root / "instance" / "ins" / "val_0000.json").read_text())["counts"]["0.5"]
+    assert len(per_class) and per_class["AP@0.5"].to_dict() == {int(c): v[3] for c, v in record.items()
+                                                                 if v[3] is not None}
     pairs = tables.pairwise_table(tables.image_metrics_table(index, 0, index.models)).set_index(["A", "B"])
     assert pairs.loc[("pan", "sem"), "ΔmIoU A−B"] == pytest.approx(
         index.image_metrics["pan"].loc[0, "miou"] - index.image_metrics["sem"].loc[0, "miou"])
     assert filters.ranking_metric(index, "pan", "sem", "auto") == "miou"
-    assert filters.ranking_metric(index, "pan", "ins", "auto") == "r50"
+    assert filters.ranking_metric(index, "pan", "ins", "auto") == "ap50"
+    ranked = filters.rank_images(index, np.arange(N_IMAGES), "ins", "pan", metric="auto", order="largest")
+    expected = index.image_metrics["ins"]["ap50"] - index.image_metrics["pan"]["ap50"]
+    assert ranked.table["ΔAP@0.5 A−B"].to_numpy() == pytest.approx(expected.to_numpy()[ranked.positions])
+    assert list(np.abs(ranked.table["ΔAP@0.5 A−B"])) == sorted(np.abs(expected.dropna()), reverse=True)
     with pytest.raises(ValueError, match="share no per-image metric"):
         filters.ranking_metric(index, "sem", "ins", "auto")
     with pytest.raises(ValueError, match="sem is a semantic model: it has no PQ"):
@@ -212,7 +224,8 @@ def test_tables_and_rankings_say_which_task_a_number_comes_from(index):
     delta = ranked.table["ΔmIoU A−B"].to_numpy()
     assert list(delta) == sorted(delta, reverse=True)
     listing = tables.image_list_table(index, np.arange(N_IMAGES), index.models)
-    assert {"PQ pan", "mIoU pan", "mIoU sem", "R@0.5 ins", "R@0.5 pan"} <= set(listing.columns)
+    assert {"PQ pan", "mIoU pan", "mIoU sem", "AP@0.5 ins", "AP@0.5 pan", "R@0.5 ins", "R@0.5 pan"} <= \
+        set(listing.columns)
     assert "mIoU ins" not in listing.columns and "PQ sem" not in listing.columns
 
 
@@ -255,3 +268,18 @@ def test_a_folder_written_before_tasks_opens(folder, tmp_path):
     page, listing = events.open_page(index, None, shown)
     assert "pan: errors" in page.panels and "mIoU pan" not in listing.table
     assert dataset.task_summary(index, ["pan"])["mIoU"].isna().all()
+
+
+def test_instance_stats_written_before_per_image_aps_open(folder, index, tmp_path):
+    """instance_stats.csv without the ap50 / ap75 columns (and records without APs, which --reindex copies):
+    the folder opens without a problem, AP@0.5 is NaN and everything else is as before."""
+    old = tmp_path / "before_ap"
+    shutil.copytree(folder, old)
+    stats = (old / "instance_stats.csv").read_text().splitlines()
+    assert stats[0].endswith(",ap50,ap75")
+    (old / "instance_stats.csv").write_text("".join(",".join(line.split(",")[:-2]) + "\n" for line in stats))
+    before = load_folder(old)
+    assert before.problems == []
+    assert before.image_metrics["ins"]["ap50"].isna().all()
+    assert before.image_metrics["ins"]["r50"].equals(index.image_metrics["ins"]["r50"])
+    assert not index.image_metrics["ins"]["ap50"].isna().all()

@@ -159,7 +159,7 @@ def all_images(folder: FolderIndex, shown: Display) -> tuple[ImagePage, ImageLis
 def rank(folder: FolderIndex, view: dict, model_a: str, model_b: str, order: str, metric: str, top_n,
          shown: Display) -> tuple[ImagePage, ImageList]:
     """Ranks the filtered images by the signed difference of a per-image metric of A and B ("auto": the first
-    metric both have: PQ, else mIoU, else R@0.5)."""
+    metric both have: PQ, else mIoU, else AP@0.5)."""
     if not model_a or not model_b or model_a == model_b:
         raise UserError("Choose two different models A and B to rank by their difference.")
     try:

@@ -98,8 +98,9 @@ def ranking_metric(folder, model_a: str, model_b: str, metric: str) -> str:
 
 def rank_images(folder, positions: np.ndarray, model_a: str, model_b: str, order: str = "a_better",
                 metric: str = "pq", top_n: int | None = None) -> Ranking:
-    """Ranks `positions` by the signed difference A - B of a per-image metric (pq, sq, rq; miou; r50, r75: the
-    recall of the instances at IoU 0.5, 0.75; "auto": the first both models have).
+    """Ranks `positions` by the signed difference A - B of a per-image metric (pq, sq, rq; miou; ap50, ap75: the
+    image's own AP of the instances at IoU 0.5, 0.75; r50, r75: their recall; "auto": the first both models
+    have).
 
     "a_better": largest A - B first (where A beats B most); "b_better": smallest first (where B beats A most);
     "largest": largest |A - B| first. Ties keep manifest order. Images where either value is undefined (no

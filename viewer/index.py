@@ -23,6 +23,7 @@ from dump.folder import (
     ANALYSIS_STATS,
     ANALYSIS_STATS_COLUMNS,
     GT,
+    INSTANCE_AP_COLUMNS,
     INSTANCE_STATS,
     INSTANCE_STATS_COLUMNS,
     MANIFEST,
@@ -264,9 +265,10 @@ def _task_availability(layout: Layout, task: str, source: str, images: list[str]
 
 
 def _read_table(layout: Layout, name: str, columns: tuple[str, ...], dtypes: dict, images: list[str],
-                models: list[str], report: _Report, missing: str) -> pd.DataFrame:
+                models: list[str], report: _Report, missing: str, added: tuple[str, ...] = ()) -> pd.DataFrame:
     """A per-(image, model, category) CSV of the folder, rows sorted by image position (a "pos" column); empty,
-    with a line in the report, when it is missing or unreadable."""
+    with a line in the report, when it is missing or unreadable. `added`: the last columns, which a file
+    written before they existed lacks (they are then NaN)."""
     path = layout.file(name)
     empty = pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in columns}).assign(pos=pd.Series(dtype="int64"))
     if not path.exists():
@@ -274,6 +276,8 @@ def _read_table(layout: Layout, name: str, columns: tuple[str, ...], dtypes: dic
         return empty
     try:
         table = pd.read_csv(path, dtype=dtypes)
+        if added and list(table.columns) == list(columns[:-len(added)]):
+            table = table.assign(**{c: np.nan for c in added})
         if list(table.columns) != list(columns):
             raise ValueError(f"columns {list(table.columns)}, expected {list(columns)}")
     except (ValueError, OSError, pd.errors.ParserError) as e:
@@ -332,7 +336,7 @@ def _analysis_covered(analysis: pd.DataFrame, stats: pd.DataFrame, covered: dict
 SEMANTIC_DTYPES = {"image": str, "model": str, "source_task": str, "category_id": "int64", "intersection": "int64",
                    "union": "int64", "gt_pixels": "int64", "pred_pixels": "int64"}
 INSTANCE_DTYPES = {"image": str, "model": str, "source_task": str, "category_id": "int64",
-                   **{c: "int64" for c in INSTANCE_STATS_COLUMNS[4:]}}
+                   **{c: "float64" if c in INSTANCE_AP_COLUMNS else "int64" for c in INSTANCE_STATS_COLUMNS[4:]}}
 
 
 def _read_task_tables(layout: Layout, images: list[str], models: list[str], wanted: set[str],
@@ -340,11 +344,12 @@ def _read_task_tables(layout: Layout, images: list[str], models: list[str], want
     """semantic_stats.csv and instance_stats.csv; a missing one is a problem only where the folder has that
     task's ground truth (a folder written before tasks existed has neither)."""
     tables = []
-    for task, name, columns, dtypes in (("semantic", SEMANTIC_STATS, SEMANTIC_STATS_COLUMNS, SEMANTIC_DTYPES),
-                                        ("instance", INSTANCE_STATS, INSTANCE_STATS_COLUMNS, INSTANCE_DTYPES)):
+    for task, name, columns, dtypes, added in (
+            ("semantic", SEMANTIC_STATS, SEMANTIC_STATS_COLUMNS, SEMANTIC_DTYPES, ()),
+            ("instance", INSTANCE_STATS, INSTANCE_STATS_COLUMNS, INSTANCE_DTYPES, INSTANCE_AP_COLUMNS)):
         quiet = task not in wanted and not layout.file(name).exists()
         tables.append(_read_table(layout, name, columns, dtypes, images, models, _Report() if quiet else report,
-                                  f"no {task} metrics per image (rebuild it with the dump's --reindex)"))
+                                  f"no {task} metrics per image (rebuild it with the dump's --reindex)", added))
     return tables[0], tables[1]
 
 

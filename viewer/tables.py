@@ -29,7 +29,7 @@ COUNT_DIFFERENCES = ("ΔTP", "ΔFP", "ΔFN")
 
 NUMBERS_FROM = {"panoptic": "panoptic segments; mIoU: its class map; TP/FP/FN@0.5: its thing segments",
                 "semantic": "semantic map (sliding windows)", "instance": "instances (top 100)"}
-TASK_COLUMNS = ("mIoU", "TP@0.5", "FP@0.5", "FN@0.5", "R@0.5", "R@0.75")
+TASK_COLUMNS = ("mIoU", "TP@0.5", "FP@0.5", "FN@0.5", "AP@0.5", "AP@0.75", "R@0.5", "R@0.75")
 
 
 def pair_counts(folder, pos: int, model: str) -> tuple[dict[int, pq.CategoryCounts] | None, str]:
@@ -75,6 +75,7 @@ def image_list_table(folder, positions, models: list[str]) -> pd.DataFrame:
         if "semantic" in scored and "semantic" in tasks:
             table[f"mIoU {model}"] = metrics["miou"].to_numpy()[positions]
         if "instance" in scored and "instance" in tasks:
+            table[f"AP@0.5 {model}"] = metrics["ap50"].to_numpy()[positions]
             table[f"R@0.5 {model}"] = metrics["r50"].to_numpy()[positions]
             table[f"TP/FP/FN@0.5 {model}"] = [f"{tp}/{fp}/{fn}" for tp, fp, fn in
                                               metrics[["tp50", "fp50", "fn50"]].to_numpy()[positions].tolist()]
@@ -90,7 +91,7 @@ def task_numbers(folder, pos: int, model: str) -> dict:
         values["mIoU"] = row["miou"]
     if "instance" in scored and not pd.isna(row["r50"]):
         values.update({"TP@0.5": int(row["tp50"]), "FP@0.5": int(row["fp50"]), "FN@0.5": int(row["fn50"]),
-                       "R@0.5": row["r50"], "R@0.75": row["r75"]})
+                       "AP@0.5": row["ap50"], "AP@0.75": row["ap75"], "R@0.5": row["r50"], "R@0.75": row["r75"]})
     return values
 
 
@@ -122,11 +123,11 @@ def image_metrics_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
 
 def pairwise_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Every pair (A, B) of the table's models, A before B: differences A - B of PQ, SQ, RQ (positive: A better),
-    of TP, FP, FN, and of mIoU and R@0.5 where both models have them (a panoptic model against a semantic or an
-    instance one: its class map's mIoU, its thing segments' recall)."""
+    of TP, FP, FN, and of mIoU, AP@0.5 and R@0.5 where both models have them (a panoptic model against a
+    semantic or an instance one: its class map's mIoU, its thing segments' AP and recall)."""
     rows = []
     by_model = metrics.set_index("model")
-    compared = ("PQ", "SQ", "RQ", "TP", "FP", "FN", "mIoU", "R@0.5")
+    compared = ("PQ", "SQ", "RQ", "TP", "FP", "FN", "mIoU", "AP@0.5", "R@0.5")
     for a, b in itertools.combinations(by_model.index, 2):
         row = {"A": a, "B": b}
         for column in compared:
@@ -173,13 +174,14 @@ def image_class_table(folder, pos: int, models: list[str]) -> pd.DataFrame:
             row.update(tasks[model].get(class_id, {}))
             rows.append(row)
     columns = ["class id", "class", "kind", "GT instances", "model", "predicted instances", "PQ", "SQ", "RQ",
-               "Boundary PQ", "TP", "FP", "FN", "IoU", "TP@0.5", "FP@0.5", "FN@0.5"]
+               "Boundary PQ", "TP", "FP", "FN", "IoU", "TP@0.5", "FP@0.5", "FN@0.5", "AP@0.5"]
     return pd.DataFrame(rows, columns=columns).astype({c: "Int64" for c in ("TP", "FP", "FN", "TP@0.5", "FP@0.5",
                                                                             "FN@0.5")})
 
 
 def _task_class_numbers(folder, pos: int, model: str) -> dict[int, dict]:
-    """Per class of one image: the model's IoU (semantic_stats.csv) and TP/FP/FN at IoU 0.5 (instance_stats.csv)."""
+    """Per class of one image: the model's IoU (semantic_stats.csv) and TP/FP/FN and AP at IoU 0.5
+    (instance_stats.csv)."""
     numbers: dict[int, dict] = {}
     semantic = folder.semantic_stats
     rows = semantic[(semantic["pos"].to_numpy() == pos) & (semantic["model"].to_numpy() == model)]
@@ -189,7 +191,8 @@ def _task_class_numbers(folder, pos: int, model: str) -> dict[int, dict]:
     rows = instance[(instance["pos"].to_numpy() == pos) & (instance["model"].to_numpy() == model)]
     for r in rows.itertuples(index=False):
         if r.tp50 + r.fp50 + r.fn50:
-            numbers.setdefault(int(r.category_id), {}).update({"TP@0.5": r.tp50, "FP@0.5": r.fp50, "FN@0.5": r.fn50})
+            numbers.setdefault(int(r.category_id), {}).update({"TP@0.5": r.tp50, "FP@0.5": r.fp50, "FN@0.5": r.fn50,
+                                                               "AP@0.5": None if pd.isna(r.ap50) else r.ap50})
     return numbers
 
 
