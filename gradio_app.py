@@ -434,6 +434,7 @@ def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, i
                                                 "PQ if fixed", "ΔPQ if fixed"]),
                           label="Images (click one to open it on the Images tab)", interactive=False,
                           max_height=420, elem_id="vw-error-images")
+    instances = _instance_errors_section(folder, inputs[0], query, inputs[1:])
 
     def choice(model, fix, class_id) -> events.ErrorChoice:
         return events.ErrorChoice(model, fix, None if class_id in (None, -1) else int(class_id))
@@ -441,7 +442,8 @@ def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, i
     def on_errors(view_value, group_value, *values):
         page = events.errors_page(folder, view_value, query(*values), group_value)
         return {note: page.note, summary: page.summary, summary_plot: page.summary_chart,
-                class_table: page.classes, class_plot: page.class_chart}
+                class_table: page.classes, class_plot: page.class_chart, instances.note: page.instance_note,
+                instances.table: page.instances, instances.chart: page.instance_chart}
 
     def listing(view_value, picked: events.ErrorChoice, top, values) -> dict:
         result = events.error_images(folder, view_value, query(*values), picked, top)
@@ -465,7 +467,7 @@ def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, i
         return {**images.page_and_list(result), tabs: gr.Tabs(selected="images")}
 
     view, dataset_inputs = inputs[0], inputs[1:]
-    outputs = [note, summary, summary_plot, class_table, class_plot]
+    outputs = [note, summary, summary_plot, class_table, class_plot, instances.note, instances.table, instances.chart]
     gr.on([errors_button.click, errors_tab.select], _for_user(on_errors), [view, group, *dataset_inputs], outputs,
           api_name="errors")
     list_outputs = [listed, list_status, list_model, list_fix, list_class]
@@ -477,6 +479,27 @@ def _errors_view(folder: FolderIndex, errors_tab: gr.Tab, inputs: list, query, i
                        api_name="error_class_cell")
     listed.select(_for_user(on_open), [listed, *images.controls], [*images.outputs, tabs],
                   api_name="open_error_image")
+
+
+def _instance_errors_section(folder: FolderIndex, view, query, dataset_inputs) -> SimpleNamespace:
+    """The Errors view's part on models scored as instances: TIDE error types and calibration per model (filled by
+    the view's handler), and A against B in mask AP with bootstrap intervals (on request: it reads the COCO files)."""
+    gr.Markdown("### Instances: TIDE error types, calibration and A against B in mask AP")
+    section = SimpleNamespace(note=gr.Markdown(elem_id="vw-tide-note"),
+                              table=gr.Dataframe(label="Per model scored as instances (hotcoco)", interactive=False,
+                                                 elem_id="vw-tide"),
+                              chart=gr.Plot(label="ΔAP@0.5 if fixed, per TIDE error type"))
+    compare_button = gr.Button("Compare A and B in mask AP (bootstrap intervals)", elem_id="vw-ap-compare")
+    compare_status = gr.Markdown(elem_id="vw-ap-compare-status")
+    compared = gr.Dataframe(label="Mask AP, A − B", interactive=False, elem_id="vw-ap-compare-table")
+
+    def on_compare(view_value, *values):
+        table, status = events.instance_comparison(folder, query(*values))
+        return {compared: table, compare_status: status}
+
+    compare_button.click(_for_user(on_compare), [view, *dataset_inputs], [compared, compare_status],
+                         api_name="compare_ap")
+    return section
 
 
 def _thresholds_view(folder: FolderIndex, thresholds_tab: gr.Tab, ds_models) -> None:

@@ -231,7 +231,7 @@ def _mask_ap(folder: TaskFolder, truths, results: dict[str, list[dict]], task: s
     # instance one also ranks stuff classes); mask_ap refuses them, so they are left out here.
     known = {c["id"] for c in document["categories"]}
     summary = instance_metrics.mask_ap(document, [r for image in images for r in results[image]
-                                                  if r["category_id"] in known])
+                                                  if r["category_id"] in known], diagnostics=True)
     class_of = {v: k for k, v in folder.category_ids.items()}
     per_class = {str(class_of[c]): ap for c, ap in summary.pop("per_class").items()}
     return {"source_task": task, "images": len(images), **summary, "per_class": per_class}

@@ -2,7 +2,7 @@
                                      [--errors] [--boundary] [--sizes] [--workers N] [--engine auto|numpy]
 python -m metrics compare GT_JSON A_JSON B_JSON [--gt-folder DIR] [--a-folder DIR] [--b-folder DIR]
 python -m metrics semantic GT_DIR PRED_DIR (--num-classes N | --classes NAME) [--ignore 255] [--per-image]
-python -m metrics instance GT_JSON RESULTS_JSON [--per-image]
+python -m metrics instance GT_JSON RESULTS_JSON [--per-image] [--diagnostics] [--compare OTHER_RESULTS_JSON]
 
 The first prints panopticapi's pq_compute result as JSON (per-image entries are null for images with no active
 category), plus the error table, Boundary PQ and PQ by size when asked. A first argument naming a subcommand

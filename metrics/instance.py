@@ -107,12 +107,8 @@ def _value(x: float) -> float | None:
     return None if x < 0 else float(x)  # pycocotools' -1: nothing to average
 
 
-def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True) -> dict:
-    """COCO mask AP of `results` (a list of COCO results) against `gt` (a COCO instance document: images,
-    annotations, categories). Returns {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10",
-    "ar100", "ar_small", "ar_medium", "ar_large"} (None where pycocotools says -1: no ground truth in that range)
-    and "per_class": {category id: AP or None}. ValueError for results naming images or categories the ground
-    truth does not list."""
+def _evaluated(gt: Mapping, results: Sequence[Mapping]):
+    """hotcoco's COCOeval(iouType="segm") of `results` against `gt`, evaluated (not yet accumulated)."""
     import hotcoco  # imported here: only mask AP needs it
 
     _check_results(gt, results)
@@ -120,9 +116,22 @@ def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True) -> 
     evaluator = hotcoco.COCOeval(coco_gt, coco_gt.load_res(list(results)), "segm")
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
+    return evaluator
+
+
+def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True, diagnostics: bool = False) -> dict:
+    """COCO mask AP of `results` (a list of COCO results) against `gt` (a COCO instance document: images,
+    annotations, categories). Returns {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10",
+    "ar100", "ar_small", "ar_medium", "ar_large"} (None where pycocotools says -1: no ground truth in that range)
+    and "per_class": {category id: AP or None}; with `diagnostics`, also "tide" and "calibration" (see
+    `diagnose`). ValueError for results naming images or categories the ground truth does not list."""
+    evaluator = _evaluated(gt, results)
+    with contextlib.redirect_stdout(io.StringIO()):
         evaluator.accumulate()
         evaluator.summarize()
     summary = {name: _value(v) for name, v in zip(_STATS, evaluator.stats, strict=True)}
+    if diagnostics:
+        summary.update(diagnose(evaluator))
     if per_class:
         # precision[T, R, K, A, M]: the class's AP over area "all" and 100 detections, as summarize averages it
         precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]
@@ -132,6 +141,45 @@ def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True) -> 
             values = values[values > -1]
             summary["per_class"][int(category_id)] = float(values.mean()) if values.size else None
     return summary
+
+
+TIDE_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # tidecv's error types, in its order
+TIDE_ORACLES = ("FP", "FN")  # every false positive / every missed object removed: bounds, not types
+DIAGNOSTIC_IOU, BACKGROUND_IOU, CALIBRATION_BINS = 0.5, 0.1, 10
+
+
+def diagnose(evaluator) -> dict:
+    """What hotcoco derives from an evaluated COCOeval (tidecv's and the usual calibration definitions):
+    "tide": {"iou", "background_iou", "ap" (AP at that IoU, mean over categories with ground truth), "delta_ap"
+    {type: AP gained if every error of the type were fixed}, "counts" {type: errors}}, with the types TIDE_TYPES
+    (classification, localisation, both, duplicate, background, missed) and the oracles TIDE_ORACLES in
+    "delta_ap"; "calibration": {"iou", "ece", "mce", "detections", "bins": [[lower, upper, mean score, share
+    correct, detections]]}, a detection correct when it is a TP at that IoU."""
+    tide = evaluator.tide_errors(pos_thr=DIAGNOSTIC_IOU, bg_thr=BACKGROUND_IOU)
+    calibration = evaluator.calibration(n_bins=CALIBRATION_BINS, iou_threshold=DIAGNOSTIC_IOU)
+    return {"tide": {"iou": DIAGNOSTIC_IOU, "background_iou": BACKGROUND_IOU, "ap": float(tide["ap_base"]),
+                     "delta_ap": {k: float(tide["delta_ap"][k]) for k in (*TIDE_TYPES, *TIDE_ORACLES)},
+                     "counts": {k: int(tide["counts"][k]) for k in TIDE_TYPES}},
+            "calibration": {"iou": DIAGNOSTIC_IOU, "ece": float(calibration["ece"]),
+                            "mce": float(calibration["mce"]), "detections": int(calibration["num_detections"]),
+                            "bins": [[b["bin_lower"], b["bin_upper"], b["avg_confidence"], b["avg_accuracy"],
+                                      b["count"]] for b in calibration["bins"]]}}
+
+
+def compare_ap(gt: Mapping, results_a: Sequence[Mapping], results_b: Sequence[Mapping], resamples: int = 1000,
+               seed: int = 0) -> dict:
+    """AP, AP50 and AP75 of A and B on the same ground truth and their differences A − B with paired bootstrap
+    95% intervals over the images (hotcoco.compare: `resamples` draws of the images with replacement, `seed`):
+    {metric: {"a", "b", "delta", "low", "high"}}."""
+    import hotcoco
+
+    a, b = _evaluated(gt, results_a), _evaluated(gt, results_b)
+    with contextlib.redirect_stdout(io.StringIO()):
+        compared = hotcoco.compare(b, a, n_bootstrap=resamples, seed=seed, confidence=0.95)  # its delta: 2nd − 1st
+    return {name: {"a": compared["metrics_b"][key], "b": compared["metrics_a"][key],
+                   "delta": compared["deltas"][key], "low": compared["ci"][key]["lower"],
+                   "high": compared["ci"][key]["upper"]}
+            for name, key in (("ap", "AP"), ("ap50", "AP50"), ("ap75", "AP75"))}
 
 
 @dataclass

@@ -1,11 +1,12 @@
-"""python -m metrics instance GT_JSON RESULTS_JSON [--per-image]
+"""python -m metrics instance GT_JSON RESULTS_JSON [--per-image] [--diagnostics] [--compare OTHER_RESULTS_JSON]
 
 COCO mask AP of a results file (a list of {"image_id", "category_id", "segmentation" (RLE), "score"}) against a
 COCO instance annotation file, as pycocotools computes it. Prints JSON: {"ap", "ap50", "ap75", "ap_small",
 "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large", "per_class": {category id:
 {"name", "ap"}}} (+ "per_image": {image id: {"tp50", "fp50", "fn50", "ap50", "tp75", "fp75", "fn75", "ap75"}},
 the APs the image's own: the mean over its categories with ground truth of what COCOeval gives for the image
-alone, null without); rules in docs/metrics.md, "Mask AP".
+alone, null without) (+ "tide", "calibration": metrics.instance.diagnose) (+ "compare":
+metrics.instance.compare_ap); rules in docs/metrics.md, "Mask AP".
 """
 
 from __future__ import annotations
@@ -72,15 +73,23 @@ def main(argv: list[str] | None = None) -> int:
                                      description="COCO mask AP of a results file, as pycocotools computes it.")
     parser.add_argument("gt_json", type=Path, help="COCO instance annotations (e.g. instances_val2017.json)")
     parser.add_argument("results_json", type=Path, help="COCO results: [{image_id, category_id, segmentation, score}]")
-    parser.add_argument("--per-image", action="store_true", help="add TP/FP/FN of every image at IoU 0.5 and 0.75")
+    parser.add_argument("--per-image", action="store_true",
+                        help="add TP/FP/FN and AP of every image at IoU 0.5 and 0.75")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help='add "tide" (error types and ΔAP if fixed, at IoU 0.5) and "calibration" (ECE, MCE)')
+    parser.add_argument("--compare", type=Path, metavar="OTHER_RESULTS_JSON",
+                        help='add "compare": AP, AP50, AP75 of these results (A) and the other (B), A − B with a '
+                             "paired bootstrap 95%% interval over the images (1,000 resamples, seed 0)")
     args = parser.parse_args(argv)
     try:
         gt, results = load_ground_truth(args.gt_json), load_results(args.results_json)
-        result = instance.mask_ap(gt, results)
+        result = instance.mask_ap(gt, results, diagnostics=args.diagnostics)
         names = {c["id"]: c.get("name") for c in gt["categories"]}
         result["per_class"] = {c: {"name": names[c], "ap": ap} for c, ap in result["per_class"].items()}
         if args.per_image:
             result["per_image"] = per_image_counts(gt, results)
+        if args.compare:
+            result["compare"] = instance.compare_ap(gt, results, load_results(args.compare))
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -142,3 +142,25 @@ def test_a_click_on_a_heatmap_cell_lists_its_images(page, folder):
     first = page.locator('#vw-confusion-images [data-testid="cell-0-0"]')
     assert first.inner_text().strip() == expected["image"].iloc[0]
     assert page.errors == []
+
+
+def test_the_errors_view_shows_tide_and_compares_ap(page, folder):
+    """Models scored as instances get TIDE error types and calibration on the Errors view, and a click compares
+    A and B in mask AP with bootstrap intervals."""
+    index = load_folder(folder)
+    table, _ = events.instance_comparison(index, events.DatasetQuery(["pan", "ins"]))
+    page.goto(page.base_url)
+    wait_for_image(page, "val_0000")
+    page.get_by_role("tab", name="Dataset").click()
+    page.get_by_role("tab", name="Errors").click()
+    page.locator('#vw-tide [data-testid="cell-1-0"]').wait_for(timeout=TIMEOUT)
+    models = [page.locator(f'#vw-tide [data-testid="cell-{row}-0"]').inner_text().strip() for row in (0, 1)]
+    assert models == ["pan", "ins"] and "sem" not in page.locator("#vw-tide").inner_text()
+    assert "hotcoco's TIDE" in page.locator("#vw-tide-note").inner_text()
+    page.locator("#vw-ap-compare").click()
+    page.wait_for_function("() => document.querySelector('#vw-ap-compare-status').innerText.includes('against')",
+                           timeout=TIMEOUT)
+    assert "pan (A) against ins (B)" in page.locator("#vw-ap-compare-status").inner_text()
+    shown = page.locator("#vw-ap-compare-table").inner_text()
+    assert "AP50" in shown and f"{table.set_index('metric').loc['AP50', 'A − B']:.4f}".rstrip("0") in shown
+    assert page.errors == []

@@ -203,3 +203,45 @@ def test_panoptic_into_instances_and_ground_truth():
     assert [(a["id"], a["category_id"], a["iscrowd"], a["area"], a["bbox"]) for a in annotations] == [
         (1, 4, 0, 4.0, [0.0, 0.0, 2.0, 2.0]), (2, 5, 1, 1.0, [4.0, 0.0, 1.0, 1.0])]
     assert (mask_utils.decode(annotations[0]["segmentation"]) == (segment_map == 0)).all()
+
+
+def test_tide_error_types_and_calibration_by_hand():
+    """One error of each TIDE type, counted and priced as tidecv defines them, and the calibration of five
+    detections (hotcoco computes both; the numbers here are worked out by hand)."""
+    gt = one_image([gt_annotation(square(0, 0, 20)), gt_annotation(square(0, 40, 20)),
+                    gt_annotation(square(50, 50, 20)), gt_annotation(square(50, 0, 20), category=3)])
+    results = [result(square(0, 0, 20), 0.9),  # TP
+               result(square(0, 0, 20), 0.8),  # the same person again: duplicate
+               result(square(0, 40, 20), 0.7, category=3),  # the right mask as a car: classification
+               result(square(55, 55, 20), 0.6),  # IoU 225 / 575 with a person: localisation
+               result(square(80, 80, 15), 0.5)]  # on nothing: background; the car is missed
+    found = instance.mask_ap(gt, results, diagnostics=True)
+    tide = found["tide"]
+    assert tide["counts"] == {"Cls": 1, "Loc": 1, "Both": 0, "Dupe": 1, "Bkg": 1, "Miss": 1}
+    # AP@0.5: person precision 1 up to recall 1/3 (34 of 101 recall points), the car 0.
+    assert tide["ap"] == pytest.approx(34 / 101 / 2, abs=1e-12) == found["ap50"]
+    # Fixing the class makes the 0.7 detection a person TP: precision 2/3 up to recall 2/3 (33 more points).
+    assert tide["delta_ap"]["Cls"] == pytest.approx((34 + 33 * 2 / 3) / 101 / 2 - 34 / 101 / 2, abs=1e-12)
+    calibration = found["calibration"]
+    assert calibration["detections"] == 5 and calibration["mce"] == pytest.approx(0.8)
+    assert calibration["ece"] == pytest.approx((0.1 + 0.8 + 0.7 + 0.6 + 0.5) / 5)  # only the 0.9 one is right
+    assert [b[4] for b in calibration["bins"]] == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_compare_ap_gives_the_difference_and_a_paired_interval(case):
+    gt, results = case
+    heights = {image["id"]: (image["height"], image["width"]) for image in gt["images"]}
+    # B: A plus a false positive ranked first for every object (a 3 x 3 speck of its class in a corner).
+    worse = results + [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0,
+                        "segmentation": instance.encode_mask(square(0, 0, 3, *heights[a["image_id"]]))}
+                       for a in gt["annotations"] if not a["iscrowd"]]
+    compared = instance.compare_ap(gt, results, worse, resamples=200)
+    a, b = instance.mask_ap(gt, results), instance.mask_ap(gt, worse)
+    for name in ("ap", "ap50", "ap75"):
+        c = compared[name]
+        assert (c["a"], c["b"]) == (pytest.approx(a[name], abs=1e-12), pytest.approx(b[name], abs=1e-12))
+        assert c["delta"] == pytest.approx(a[name] - b[name], abs=1e-12)
+        assert c["low"] <= c["delta"] <= c["high"]
+    assert compared["ap50"]["low"] > 0  # false positives above every true one cost, on every resample
+    itself = instance.compare_ap(gt, results, results, resamples=50)
+    assert all(itself[n]["delta"] == itself[n]["low"] == itself[n]["high"] == 0 for n in itself)

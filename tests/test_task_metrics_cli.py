@@ -146,3 +146,17 @@ def test_task_metrics_import_neither_torch_nor_gradio():
             "segdata.cityscapes, segdata.detect; print(sorted({'torch', 'gradio'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_instance_diagnostics_and_comparison(tmp_path, capsys):
+    gt, results = write_instance_files(tmp_path)
+    (tmp_path / "fewer.json").write_text(json.dumps(results[:1]))
+    code, result, _ = run(capsys, "instance", tmp_path / "gt.json", tmp_path / "results.json", "--diagnostics",
+                          "--compare", tmp_path / "fewer.json")
+    assert code == 0
+    expected = instance.mask_ap(gt, results, diagnostics=True)
+    assert result["tide"] == expected["tide"] and result["calibration"] == expected["calibration"]
+    # Image 3's "person" on the dog: a classification error; image 9's dog, found with IoU 0.25 (at least the
+    # background IoU 0.1): a localisation error, not a miss.
+    assert result["tide"]["counts"] == {"Cls": 1, "Loc": 1, "Both": 0, "Dupe": 0, "Bkg": 0, "Miss": 0}
+    assert result["compare"] == instance.compare_ap(gt, results, results[:1])

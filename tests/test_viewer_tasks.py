@@ -283,3 +283,34 @@ def test_instance_stats_written_before_per_image_aps_open(folder, index, tmp_pat
     assert before.image_metrics["ins"]["ap50"].isna().all()
     assert before.image_metrics["ins"]["r50"].equals(index.image_metrics["ins"]["r50"])
     assert not index.image_metrics["ins"]["ap50"].isna().all()
+
+
+def test_errors_view_gives_tide_per_instance_model_and_compares_ap(folder, index):
+    """The Errors view's instance part: TIDE and calibration as the dump computed them with hotcoco on the
+    folder's COCO files, for every model scored as instances; A against B in AP from the same files."""
+    from metrics import instance as instance_metrics
+
+    view = events.navigation.new_view(range(N_IMAGES))
+    page = events.errors_page(index, view, events.DatasetQuery(index.models, model_a="ins", model_b="pan"))
+    tide = page.instances.set_index("model")
+    assert list(tide.index) == ["pan", "ins"]  # the semantic model has no instances
+    gt = json.loads((folder / "instance" / "gt.json").read_text())
+    known = {c["id"] for c in gt["categories"]}
+    results = {m: [r for r in json.loads((folder / "instance" / f"{m}.json").read_text()) if r["category_id"] in known]
+               for m in ("pan", "ins")}
+    for model in ("pan", "ins"):
+        expected = instance_metrics.mask_ap(gt, results[model], diagnostics=True)
+        assert tide.loc[model, "AP@0.5"] == pytest.approx(expected["tide"]["ap"], abs=1e-4)
+        assert tide.loc[model, "missed errors"] == expected["tide"]["counts"]["Miss"]
+        assert tide.loc[model, "ΔAP class"] == pytest.approx(expected["tide"]["delta_ap"]["Cls"], abs=1e-4)
+        assert tide.loc[model, "ECE"] == pytest.approx(expected["calibration"]["ece"], abs=1e-4)
+    assert tide.loc["ins", "AP@0.5"] == pytest.approx(index.task_metrics["ins"]["instance"]["ap50"], abs=1e-4)
+    table, status = events.instance_comparison(index, events.DatasetQuery(index.models, model_a="ins",
+                                                                         model_b="pan"))
+    row = table.set_index("metric").loc["AP50"]
+    assert row["A: ins"] == pytest.approx(index.task_metrics["ins"]["instance"]["ap50"], abs=1e-4)
+    assert row["A − B"] == pytest.approx(index.task_metrics["ins"]["instance"]["ap50"]
+                                         - index.task_metrics["pan"]["instance"]["ap50"], abs=1e-4)
+    assert row["95% low"] <= row["A − B"] <= row["95% high"] and "ins (A) against pan (B)" in status
+    with pytest.raises(events.UserError, match="two models scored as instances"):
+        events.instance_comparison(index, events.DatasetQuery(["sem", "ins"]))

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dump.folder import PRESENCE_SCORE
-from viewer import analysis, dataset, filters, live, navigation, plots, tables
+from viewer import analysis, dataset, filters, instance_errors, live, navigation, plots, tables
 from viewer.index import FolderIndex
 from viewer.markup import text
 from viewer.panels import (
@@ -337,6 +337,9 @@ class ErrorsPage:
     summary_chart: object
     classes: pd.DataFrame
     class_chart: object
+    instance_note: str
+    instances: pd.DataFrame
+    instance_chart: object
 
 
 def _error_models(query: DatasetQuery) -> list[str]:
@@ -345,6 +348,11 @@ def _error_models(query: DatasetQuery) -> list[str]:
 
 
 def errors_page(folder: FolderIndex, view: dict, query: DatasetQuery, group: str = "All") -> ErrorsPage:
+    tide = instance_errors.tide_table(folder, query.models)
+    instance_note = " ".join(filter(None, [
+        "Whole dataset, from the dump (hotcoco's TIDE at IoU 0.5: a detection's error type from its best overlap; "
+        "ΔAP if every error of the type were fixed, not additive; ECE: the mean gap between score and being right).",
+        instance_errors.no_tide_note(folder, query.models)]))
     positions = query.positions(view)
     query = DatasetQuery(**{**query.__dict__, "models": [m for m in query.models if m in folder.panoptic_models]})
     summary = analysis.error_summary(folder, query.models, positions, group)
@@ -352,7 +360,24 @@ def errors_page(folder: FolderIndex, view: dict, query: DatasetQuery, group: str
     note = " ".join(filter(None, [analysis.NOT_ADDITIVE, "Click a count or ΔPQ to list the images where that "
                                   "type costs the most.", analysis.no_analysis_note(folder)]))
     return ErrorsPage(note, tables.rounded(summary, 4), plots.error_chart(summary), tables.rounded(classes, 4),
-                      plots.class_error_chart(classes))
+                      plots.class_error_chart(classes), instance_note, tables.rounded(tide, 4), plots.tide_chart(tide))
+
+
+def instance_comparison(folder: FolderIndex, query: DatasetQuery) -> tuple[pd.DataFrame, str]:
+    """Mask AP of A against B (the chosen pair when both are scored as instances, else the first two chosen
+    models that are) with paired bootstrap intervals, from the folder's COCO instance files."""
+    pair = [m for m in query.pair() or () if instance_errors.instance_entry(folder, m)]
+    scored = pair if len(pair) == 2 else [m for m in query.models if instance_errors.instance_entry(folder, m)]
+    if len(scored) < 2:
+        raise UserError("Choose two models scored as instances (instance models, or panoptic ones: their thing "
+                        "segments).")
+    model_a, model_b = scored[:2]
+    try:
+        table = instance_errors.compare_ap(folder, model_a, model_b)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"Cannot compare {model_a} and {model_b}: {e}") from None
+    return tables.rounded(table, 4), (f"{model_a} (A) against {model_b} (B) on every image with instance ground "
+                                      "truth: 1,000 paired resamples of the images (seed 0), 95% intervals.")
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,22 @@ def error_chart(summary: pd.DataFrame) -> Figure:
     return figure
 
 
+def tide_chart(table: pd.DataFrame) -> Figure:
+    """Per model, the ΔAP@0.5 of fixing each TIDE error type (and the two oracles), bars side by side."""
+    deltas = [c for c in table.columns if c.startswith("ΔAP ")]
+    if table.empty:
+        return _empty("no TIDE numbers for these models (models scored as instances, dumped with hotcoco)")
+    long = table.melt(id_vars=["model"], value_vars=deltas, var_name="fix", value_name="ΔAP@0.5 if fixed")
+    long["fix"] = long["fix"].str.removeprefix("ΔAP ")
+    figure = _figure(len(deltas) * len(table), per_row=0.16, extra=1.6, width=9)
+    ax = figure.add_subplot()
+    sns.barplot(data=long, y="fix", x="ΔAP@0.5 if fixed", hue="model", orient="h", ax=ax)
+    ax.set_ylabel("")
+    ax.set_title("ΔAP@0.5 if every error of the type were fixed (TIDE; not additive)")
+    ax.legend(fontsize="small", loc="lower right")
+    return figure
+
+
 def class_error_chart(table: pd.DataFrame, max_classes: int = 15) -> Figure:
     """Per class (the most errors first) and model, the errors stacked by type; models side by side."""
     if table.empty:
