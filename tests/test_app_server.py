@@ -101,8 +101,10 @@ def test_errors_and_thresholds_endpoints(app, folder):
     index = load_folder(folder)
     client = Client(app, verbose=False)
     dataset = (list(MODELS), "PQ", "all", "all", "alpha", "beta", "none", 0.1)
-    note, summary, _, classes, _ = client.predict("All", *dataset, api_name="/errors")
-    assert "do not add up" in note
+    note, summary, _, classes, _, tide_note, tide, _ = client.predict("All", *dataset, api_name="/errors")
+    assert "do not add up" in note and "TIDE" in tide_note
+    with_tide = [m for m in MODELS if ((index.task_metrics.get(m) or {}).get("instance") or {}).get("tide")]
+    assert frame(tide)["model"].tolist() == with_tide
     assert frame(summary)["model"].tolist() == list(MODELS)
     assert set(frame(classes)["model"]) == {"alpha", "beta"}
     listed, status, model, fix, class_id = client.predict("gamma", "missed", -1, 5, *dataset,
