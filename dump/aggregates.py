@@ -10,8 +10,6 @@ unusable, it is computed from the PNGs and its file written.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import Counter
@@ -33,6 +31,7 @@ from dump.folder import (
     SWEEP,
     FolderError,
     Layout,
+    csv_text,
     model_task,
     read_annotation,
     read_json_file,
@@ -106,14 +105,6 @@ def pair_analysis(layout: Layout, image: str, model: str, gt_annotation: dict, p
     else:
         counts = pq.image_counts(gt_map, gt_annotation["segments_info"], pred_map, pred_annotation["segments_info"])
     return PairAnalysis(counts, *stored)
-
-
-def _csv(header, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _number(column: str, value) -> str | int:
@@ -232,9 +223,9 @@ def _write_stats(folder: _Folder, results: dict[tuple[str, str], PairAnalysis]) 
             for s in result.segments:
                 errors.append((image, model, s["side"], s["id"], s["category_id"], s["type"], s["linked_id"]))
     layout = folder.layout
-    atomic.write_text(layout.file(SEGMENT_STATS), _csv(SEGMENT_STATS_COLUMNS, stats))
-    atomic.write_text(layout.file(ANALYSIS_STATS), _csv(ANALYSIS_STATS_COLUMNS, analysis))
-    atomic.write_text(layout.file(SEGMENT_ERRORS), _csv(SEGMENT_ERRORS_COLUMNS, errors))
+    atomic.write_text(layout.file(SEGMENT_STATS), csv_text(SEGMENT_STATS_COLUMNS, stats))
+    atomic.write_text(layout.file(ANALYSIS_STATS), csv_text(ANALYSIS_STATS_COLUMNS, analysis))
+    atomic.write_text(layout.file(SEGMENT_ERRORS), csv_text(SEGMENT_ERRORS_COLUMNS, errors))
 
 
 def _sweep_records(folder: _Folder, model: str, annotations) -> list[SweepRecord]:

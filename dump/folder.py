@@ -33,7 +33,8 @@ name is always looked up by the same id the network predicts.
 
 from __future__ import annotations
 
-import json
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Any
 from eomt import atomic
 from eomt.classes import ClassTable
 from metrics.analysis import ANALYSIS_COLUMNS
-from metrics.coco_panoptic import id2rgb
+from metrics.coco_panoptic import id2rgb, load_json
 
 FORMAT = "eomt-dump"
 VERSION = 2  # what this program writes
@@ -220,15 +221,18 @@ def write_class_names(layout: Layout, classes: ClassTable) -> None:
     atomic.write_text(layout.file(CLASS_NAMES), "".join(f"{c.id}\t{c.name}\n" for c in classes))
 
 
+def csv_text(header, rows) -> str:
+    """The folder's CSV files as text: a header row, then the rows, "\n" line ends, None as an empty field."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
 def read_json_file(path: Path) -> Any:
     """JSON from `path`, or FolderError naming the file and what is wrong with it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FolderError(f"{path}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FolderError(f"{path}: not readable JSON ({e})") from None
+    return load_json(path, FolderError)
 
 
 def read_manifest(root: str | Path) -> dict:

@@ -35,6 +35,7 @@ from dump.folder import (
     FolderError,
     Layout,
     category_ids,
+    csv_text,
     image_id,
     model_task,
     read_annotation,
@@ -178,9 +179,9 @@ def write_semantic(folder: TaskFolder, workers: int) -> dict[str, dict | None]:
             atomic.write_json(folder.layout.confusion_json(model), {
                 "model": model, "source_task": task, "images": counted, "classes": list(range(n)),
                 "columns": f"predicted class 0..{n - 1}, then no class", "matrix": matrix.tolist()})
-    atomic.write_text(folder.layout.file(SEMANTIC_STATS), _csv(SEMANTIC_STATS_COLUMNS, _image_order(folder, stats)))
+    atomic.write_text(folder.layout.file(SEMANTIC_STATS), csv_text(SEMANTIC_STATS_COLUMNS, _image_order(folder, stats)))
     atomic.write_text(folder.layout.file(SEMANTIC_CONFUSION),
-                      _csv(SEMANTIC_CONFUSION_COLUMNS, _image_order(folder, confusion)))
+                      csv_text(SEMANTIC_CONFUSION_COLUMNS, _image_order(folder, confusion)))
     return metrics
 
 
@@ -256,7 +257,7 @@ def write_instance(folder: TaskFolder, workers: int) -> dict[str, dict | None]:
             if pair is not None and pair[1] is not None and image in truths:
                 stats += _instance_rows(folder, image, model, truths[image], *pair)
         metrics[model] = _mask_ap(folder, truths, results, task)
-    atomic.write_text(layout.file(INSTANCE_STATS), _csv(INSTANCE_STATS_COLUMNS, _image_order(folder, stats)))
+    atomic.write_text(layout.file(INSTANCE_STATS), csv_text(INSTANCE_STATS_COLUMNS, _image_order(folder, stats)))
     return metrics
 
 
@@ -267,17 +268,6 @@ def _image_order(folder: TaskFolder, rows: list[tuple]) -> list[tuple]:
     position = {image: k for k, image in enumerate(folder.images)}
     order = {model: k for k, model in enumerate(folder.tasks)}
     return sorted(rows, key=lambda r: (position[r[0]], order[r[1]]))
-
-
-def _csv(header, rows) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _panoptic_metrics(level: dict | None) -> dict | None:

@@ -184,4 +184,4 @@ def test_command_line_defaults_to_loopback(tmp_path):
     assert (args.host, args.port) == ("127.0.0.1", 7860)
     result = subprocess.run([sys.executable, str(ROOT / "gradio_app.py"), str(tmp_path)], capture_output=True,
                             text=True, timeout=120)
-    assert result.returncode == 2 and "manifest.json: missing" in result.stderr
+    assert result.returncode == 2 and "manifest.json: file not found" in result.stderr

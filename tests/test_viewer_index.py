@@ -106,11 +106,11 @@ def test_a_broken_folder_opens_and_says_what_is_missing(tmp_path):
     # A malformed annotation is found by the background check, and when its image is shown.
     image, model = broken["malformed_json"]
     pos = index.images.index(image)
-    with pytest.raises(LabelMapError, match="not readable JSON"):
+    with pytest.raises(LabelMapError, match="not a readable JSON file"):
         load_label_map(index, pos, model)
     assert check_annotations(index) == 1
     assert f"model {model}: unreadable annotation JSON for 1 images: {image}" in index.problems[-1]
-    assert any("not readable JSON" in note for note in index.image_notes(pos))
+    assert any("not a readable JSON file" in note for note in index.image_notes(pos))
 
     image = broken["no_ground_truth"]
     assert f"1 of 6 images without ground truth: {image}" in text
@@ -159,8 +159,8 @@ def test_a_stale_or_malformed_segment_stats_is_reported(tmp_path):
 
 
 def test_an_unusable_manifest_is_an_error_that_names_the_file(tmp_path):
-    with pytest.raises(FolderError, match="manifest.json: missing"):
+    with pytest.raises(FolderError, match="manifest.json: file not found"):
         load_folder(tmp_path)
     (tmp_path / "manifest.json").write_text("{broken")
-    with pytest.raises(FolderError, match="not readable JSON"):
+    with pytest.raises(FolderError, match="not a readable JSON file"):
         load_folder(tmp_path)
