@@ -23,6 +23,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from dump.folder import NO_CLASS, PRESENCE_SCORE
+from eomt.config import SCORE_DIGITS
 from metrics import instance as instance_metrics
 from metrics import semantic as semantic_metrics
 
@@ -153,7 +154,7 @@ def paint_instances(instances: Sequence[Mapping], shape: tuple[int, int],
         segment_map[instances[kept[rank - 1]]["mask"]] = rank
     areas = np.bincount(segment_map.ravel(), minlength=len(kept) + 1)
     segments = [{"id": rank + 1, "category_id": int(instances[k]["category_id"]), "isthing": 1,
-                 "score": round(float(instances[k]["score"]), 6), "area": int(areas[rank + 1])}
+                 "score": round(float(instances[k]["score"]), SCORE_DIGITS), "area": int(areas[rank + 1])}
                 for rank, k in enumerate(kept)]
     return segment_map, [s for s in segments if s["area"] > 0]
 

@@ -13,6 +13,7 @@ from eomt.classes import ClassInfo, ClassTable
 
 TASKS = ("panoptic", "instance", "semantic")
 PRECISIONS = ("fp32", "bf16", "fp16")  # --dtype: float32, or bf16 / fp16 autocast (eomt.devices)
+SCORE_DIGITS = 6  # scores as files store them: enough to rank, and the same text on every rerun
 
 
 def backbone_family(backbone: str) -> str:

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eomt.config import SCORE_DIGITS
+
 CHUNK_BYTES = 256 * 2**20  # working memory per chunk of upsampled masks
 
 
-SCORE_DIGITS = 6  # scores as files store them: enough to rank, and the same text on every rerun
 
 
 @dataclass
