@@ -527,8 +527,8 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
         max_classes = gr.Number(20, label="Classes shown (most ground-truth pixels)", precision=0, minimum=2)
         show_button = gr.Button("Show the confusion matrix", variant="primary", elem_id="vw-confusion-show")
     status = gr.Markdown(elem_id="vw-confusion-status")
-    chart = gr.Image(label="Ground truth x prediction, shares of each ground-truth class's pixels (seaborn; click a "
-                           "cell to list the images where it happens most)", type="numpy", format="png",
+    # No label drawn over the picture: it would hide the heatmap's title; the status line says what a click does.
+    chart = gr.Image(label="Confusion matrix (seaborn heatmap)", show_label=False, type="numpy", format="png",
                      interactive=False, elem_id="vw-confusion-heatmap")
     shown = gr.State(None)  # the heatmap's grid and the picker's options, for clicks on the picture
     top = gr.Dataframe(label="The largest confusions (click one to list the images where it happens most)",
