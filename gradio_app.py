@@ -530,7 +530,7 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
     # No label drawn over the picture: it would hide the heatmap's title; the status line says what a click does.
     chart = gr.Image(label="Confusion matrix (seaborn heatmap)", show_label=False, type="numpy", format="png",
                      interactive=False, elem_id="vw-confusion-heatmap")
-    shown = gr.State(None)  # the heatmap's grid and the picker's options, for clicks on the picture
+    shown = gr.State(None)  # the heatmap's model, scope, grid and picker options, for clicks on the picture
     top = gr.Dataframe(label="The largest confusions (click one to list the images where it happens most)",
                        interactive=False, max_height=360, elem_id="vw-confusion-top")
     with gr.Row():
@@ -543,7 +543,8 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
 
     def on_show(view_value, model_value, scope_value, classes):
         page = events.confusion_page(folder, view_value, model_value, scope_value, classes)
-        return {chart: page.chart, top: page.top, status: page.status, shown: (page.grid, page.choices),
+        return {chart: page.chart, top: page.top, status: page.status,
+                shown: (model_value, scope_value, page.grid, page.choices),
                 picked: gr.Dropdown(choices=page.choices, value=page.choices[0][1] if page.choices else None)}
 
     def listing(view_value, model_value, choice, scope_value, n) -> dict:
@@ -555,14 +556,15 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
                                          evt.index[0] if evt.index else None)
         return listing(view_value, model_value, choice, scope_value, n) if choice else {}
 
-    def on_heatmap_click(view_value, model_value, scope_value, n, shown_value, evt: gr.SelectData):
-        grid, choices = shown_value or (None, [])
+    def on_heatmap_click(view_value, n, shown_value, evt: gr.SelectData):
+        # The heatmap's own model and scope: the dropdowns may have changed since it was drawn.
+        model_value, scope_value, grid, choices = shown_value or (None, None, None, [])
         choice = events.heatmap_choice(folder, grid, *evt.index)
         if choice not in [value for _, value in choices]:  # the picker offers the largest confusions only
             gt_class, predicted = (int(v) for v in choice.split(":"))
             choices = [*choices, events.confusion_option(folder, gt_class, predicted)]
         result = listing(view_value, model_value, choice, scope_value, n)
-        return {**result, picked: gr.Dropdown(choices=choices, value=choice)}
+        return {**result, picked: gr.Dropdown(choices=choices, value=choice), model: model_value}
 
     def on_open(listed_value, evt: gr.SelectData, *controls):
         names = [] if listed_value is None or not len(listed_value) else listed_value["image"].tolist()
@@ -572,7 +574,7 @@ def _confusion_view(folder: FolderIndex, confusion_tab: gr.Tab, inputs: list, im
 
     gr.on([show_button.click, confusion_tab.select], _for_user(on_show), [view, model, scope, max_classes],
           [chart, top, status, shown, picked], api_name="confusion_matrix")
-    chart.select(_for_user(on_heatmap_click), [view, model, scope, top_n, shown], [listed, list_status, picked],
+    chart.select(_for_user(on_heatmap_click), [view, top_n, shown], [listed, list_status, picked, model],
                  api_name="confusion_heatmap_cell")
     top.select(_for_user(on_top_click), [view, model, scope, top_n], [listed, list_status, picked],
                api_name="confusion_cell")

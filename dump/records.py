@@ -104,21 +104,32 @@ def parse_instance_gt(record) -> tuple[dict, list[dict]]:
 def instance_record(image_id: int, instances: Sequence[Mapping], category_ids: Mapping[int, int], source_task: str,
                     gt: tuple[dict, list[dict]] | None, things: set[int] | frozenset[int]) -> dict:
     """The per-image instance record of predicted instances ({"mask", "category_id", "score"}): COCO results of
-    the top 100 and, against the ground truth record's (image, annotations), [TP, FP, FN, the image's own AP or
-    None] per thing class (as
-    COCOeval, which evaluates the ground truth's categories only: a stuff class ranked by a panoptic model run as
-    an instance one is in the results, not in the counts)."""
+    the top 100 and their `result_counts`."""
     ids = [category_ids[c] for c in range(max(category_ids, default=-1) + 1)] if category_ids else None
     results = instance_metrics.results_from_instances(image_id, instances, ids)
-    counts = None
-    if gt is not None:
-        image, annotations = gt
-        by_file_id = {v: k for k, v in category_ids.items()}
-        counted = [r for r in results if by_file_id[r["category_id"]] in things]
-        found = instance_metrics.image_counts(annotations, counted, image["height"], image["width"])
-        counts = {key: {str(by_file_id[c]): [m.tp, m.fp, m.fn, m.ap] for c, m in sorted(found[t].items())}
-                  for key, t in THRESHOLD_KEYS.items()}
-    return {"image_id": image_id, "source_task": source_task, "results": results, "counts": counts}
+    return {"image_id": image_id, "source_task": source_task, "results": results,
+            "counts": result_counts(results, category_ids, gt, things)}
+
+
+def result_counts(results: Sequence[Mapping], category_ids: Mapping[int, int], gt: tuple[dict, list[dict]] | None,
+                  things: set[int] | frozenset[int]) -> dict | None:
+    """Against the ground truth record's (image, annotations): {"0.5" | "0.75": {class id: [TP, FP, FN, the
+    image's own AP or None]}} per thing class, as COCOeval, which evaluates the ground truth's categories only (a
+    stuff class ranked by a panoptic model run as an instance one is in the results, not in the counts); None
+    without ground truth."""
+    if gt is None:
+        return None
+    image, annotations = gt
+    by_file_id = {v: k for k, v in category_ids.items()}
+    counted = [r for r in results if by_file_id.get(r["category_id"]) in things]
+    found = instance_metrics.image_counts(annotations, counted, image["height"], image["width"])
+    return {key: {str(by_file_id[c]): [m.tp, m.fp, m.fn, m.ap] for c, m in sorted(found[t].items())}
+            for key, t in THRESHOLD_KEYS.items()}
+
+
+def has_aps(counts: dict | None) -> bool:
+    """Whether a record's counts hold the per-image APs (records written before them hold three numbers)."""
+    return counts is None or all(len(entry) == 4 for key in counts for entry in counts[key].values())
 
 
 def parse_instance_record(record) -> tuple[list[dict], dict | None]:

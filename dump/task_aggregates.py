@@ -6,16 +6,18 @@
     instance/gt.json       COCO instance ground truth assembled from instance/gt/ (annotation ids 1..N)
     instance/<model>.json  the model's COCO results assembled from instance/<model>/
     instance_stats.csv     per (image, model, class): TP/FP/FN at IoU 0.5 and 0.75, ground-truth and predicted
-                           instances (scored from PRESENCE_SCORE)
-    task_metrics.json      per model and task: mIoU/fwIoU/aAcc/mAcc, mask AP (pycocotools' numbers), PQ; each
-                           with the task its prediction comes from
+                           instances (scored from PRESENCE_SCORE), the image's own AP at 0.5 and 0.75
+    task_metrics.json      per model and task: mIoU/fwIoU/aAcc/mAcc, mask AP (pycocotools' numbers) with TIDE and
+                           calibration (hotcoco), PQ; each with the task its prediction comes from
 
 A panoptic model's records are its class map and thing segments; where one is missing or unusable (a folder
-written before these files existed, a damaged file) it is computed from the panoptic PNG and written.
+written before these files existed, a damaged file) it is computed from the panoptic PNG and written. An instance
+record written before per-image APs gets them here (and is rewritten).
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -134,7 +136,7 @@ def instance_results(folder: TaskFolder, image: str, model: str) -> tuple[list[d
     path = folder.layout.instance_json(image, model)
     stored = _read(path, records.parse_instance_record)
     if stored is not None:
-        return stored
+        return _with_aps(folder, path, image, *stored)
     gt = instance_gt(folder, image)
     prediction = _panoptic_prediction(folder, image, model) if folder.tasks[model] == "panoptic" else None
     if prediction is None or gt is None:
@@ -143,6 +145,17 @@ def instance_results(folder: TaskFolder, image: str, model: str) -> tuple[list[d
                                      folder.category_ids, "panoptic", gt, folder.things)
     atomic.write_json(path, record)
     return records.parse_instance_record(record)
+
+
+def _with_aps(folder: TaskFolder, path, image: str, results: list[dict], counts: dict | None):
+    """(results, counts) of a record; one written before per-image APs gets them, and is rewritten with them."""
+    gt = None if records.has_aps(counts) else instance_gt(folder, image)
+    if gt is None:
+        return results, counts
+    counts = records.result_counts(results, folder.category_ids, gt, folder.things)
+    record = json.loads(path.read_text())
+    atomic.write_json(path, {**record, "counts": counts})
+    return results, counts
 
 
 # ----------------------------------------------------------------------------------------------------- semantic

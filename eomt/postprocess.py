@@ -20,8 +20,6 @@ from eomt.config import SCORE_DIGITS
 CHUNK_BYTES = 256 * 2**20  # working memory per chunk of upsampled masks
 
 
-
-
 @dataclass
 class PanopticResult:
     segment_map: np.ndarray  # (H, W) int32 segment id, -1 = void

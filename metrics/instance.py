@@ -132,6 +132,8 @@ def mask_ap(gt: Mapping, results: Sequence[Mapping], per_class: bool = True, dia
     summary = {name: _value(v) for name, v in zip(_STATS, evaluator.stats, strict=True)}
     if diagnostics:
         summary.update(diagnose(evaluator))
+        if summary["ap50"] is None:  # no ground truth at all: hotcoco's mean over no category is 0, not an AP
+            summary["tide"]["ap"] = None
     if per_class:
         # precision[T, R, K, A, M]: the class's AP over area "all" and 100 detections, as summarize averages it
         precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]
@@ -166,8 +168,12 @@ def diagnose(evaluator) -> dict:
                                       b["count"]] for b in calibration["bins"]]}}
 
 
-def compare_ap(gt: Mapping, results_a: Sequence[Mapping], results_b: Sequence[Mapping], resamples: int = 1000,
-               seed: int = 0) -> dict:
+COMPARE_RESAMPLES, COMPARE_SEED = 1000, 0
+COMPARED_METRICS = (("ap", "AP"), ("ap50", "AP50"), ("ap75", "AP75"))  # our key, hotcoco's (and the label)
+
+
+def compare_ap(gt: Mapping, results_a: Sequence[Mapping], results_b: Sequence[Mapping],
+               resamples: int = COMPARE_RESAMPLES, seed: int = COMPARE_SEED) -> dict:
     """AP, AP50 and AP75 of A and B on the same ground truth and their differences A − B with paired bootstrap
     95% intervals over the images (hotcoco.compare: `resamples` draws of the images with replacement, `seed`):
     {metric: {"a", "b", "delta", "low", "high"}}."""
@@ -179,7 +185,7 @@ def compare_ap(gt: Mapping, results_a: Sequence[Mapping], results_b: Sequence[Ma
     return {name: {"a": compared["metrics_b"][key], "b": compared["metrics_a"][key],
                    "delta": compared["deltas"][key], "low": compared["ci"][key]["lower"],
                    "high": compared["ci"][key]["upper"]}
-            for name, key in (("ap", "AP"), ("ap50", "AP50"), ("ap75", "AP75"))}
+            for name, key in COMPARED_METRICS}
 
 
 @dataclass

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='add "tide" (error types and ΔAP if fixed, at IoU 0.5) and "calibration" (ECE, MCE)')
     parser.add_argument("--compare", type=Path, metavar="OTHER_RESULTS_JSON",
                         help='add "compare": AP, AP50, AP75 of these results (A) and the other (B), A − B with a '
-                             "paired bootstrap 95%% interval over the images (1,000 resamples, seed 0)")
+                             f"paired bootstrap 95%% interval over the images ({instance.COMPARE_RESAMPLES:,} "
+                             f"resamples, seed {instance.COMPARE_SEED})")
     args = parser.parse_args(argv)
     try:
         gt, results = load_ground_truth(args.gt_json), load_results(args.results_json)

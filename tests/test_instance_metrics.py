@@ -209,23 +209,27 @@ def test_tide_error_types_and_calibration_by_hand():
     """One error of each TIDE type, counted and priced as tidecv defines them, and the calibration of five
     detections (hotcoco computes both; the numbers here are worked out by hand)."""
     gt = one_image([gt_annotation(square(0, 0, 20)), gt_annotation(square(0, 40, 20)),
-                    gt_annotation(square(50, 50, 20)), gt_annotation(square(50, 0, 20), category=3)])
+                    gt_annotation(square(50, 50, 20)), gt_annotation(square(50, 0, 20), category=3),
+                    gt_annotation(square(82, 0, 15), category=3)])
     results = [result(square(0, 0, 20), 0.9),  # TP
                result(square(0, 0, 20), 0.8),  # the same person again: duplicate
                result(square(0, 40, 20), 0.7, category=3),  # the right mask as a car: classification
                result(square(55, 55, 20), 0.6),  # IoU 225 / 575 with a person: localisation
-               result(square(80, 80, 15), 0.5)]  # on nothing: background; the car is missed
+               result(square(80, 80, 15), 0.5),  # on nothing: background
+               result(square(60, 10, 20), 0.4)]  # a "person" with IoU 100 / 700 on the first car: both
+    # Both cars are missed: the second is touched by nothing, and tidecv fixes a "both" error by removing the
+    # detection (which object it meant is unclear), so it covers no object.
     found = instance.mask_ap(gt, results, diagnostics=True)
     tide = found["tide"]
-    assert tide["counts"] == {"Cls": 1, "Loc": 1, "Both": 0, "Dupe": 1, "Bkg": 1, "Miss": 1}
+    assert tide["counts"] == {"Cls": 1, "Loc": 1, "Both": 1, "Dupe": 1, "Bkg": 1, "Miss": 2}
     # AP@0.5: person precision 1 up to recall 1/3 (34 of 101 recall points), the car 0.
     assert tide["ap"] == pytest.approx(34 / 101 / 2, abs=1e-12) == found["ap50"]
     # Fixing the class makes the 0.7 detection a person TP: precision 2/3 up to recall 2/3 (33 more points).
     assert tide["delta_ap"]["Cls"] == pytest.approx((34 + 33 * 2 / 3) / 101 / 2 - 34 / 101 / 2, abs=1e-12)
     calibration = found["calibration"]
-    assert calibration["detections"] == 5 and calibration["mce"] == pytest.approx(0.8)
-    assert calibration["ece"] == pytest.approx((0.1 + 0.8 + 0.7 + 0.6 + 0.5) / 5)  # only the 0.9 one is right
-    assert [b[4] for b in calibration["bins"]] == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert calibration["detections"] == 6 and calibration["mce"] == pytest.approx(0.8)
+    assert calibration["ece"] == pytest.approx((0.1 + 0.8 + 0.7 + 0.6 + 0.5 + 0.4) / 6)  # only the 0.9 one is right
+    assert [b[4] for b in calibration["bins"]] == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
 
 
 def test_compare_ap_gives_the_difference_and_a_paired_interval(case):

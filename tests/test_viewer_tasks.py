@@ -271,18 +271,32 @@ def test_a_folder_written_before_tasks_opens(folder, tmp_path):
 
 
 def test_instance_stats_written_before_per_image_aps_open(folder, index, tmp_path):
-    """instance_stats.csv without the ap50 / ap75 columns (and records without APs, which --reindex copies):
-    the folder opens without a problem, AP@0.5 is NaN and everything else is as before."""
+    """instance_stats.csv without the ap50 / ap75 columns and records with three numbers per class: the folder
+    opens without a problem, AP@0.5 is NaN, "auto" ranks by R@0.5 instead, and --reindex adds the APs (the same as
+    a new dump's), rewriting the records."""
     old = tmp_path / "before_ap"
     shutil.copytree(folder, old)
     stats = (old / "instance_stats.csv").read_text().splitlines()
     assert stats[0].endswith(",ap50,ap75")
     (old / "instance_stats.csv").write_text("".join(",".join(line.split(",")[:-2]) + "\n" for line in stats))
+    for path in (old / "instance").glob("*/val_*.json"):
+        record = json.loads(path.read_text())
+        if record.get("counts"):  # a model's record (the ground truth's hold annotations)
+            record["counts"] = {k: {c: v[:3] for c, v in by_class.items()} for k, by_class in record["counts"].items()}
+            path.write_text(json.dumps(record))
     before = load_folder(old)
     assert before.problems == []
     assert before.image_metrics["ins"]["ap50"].isna().all()
     assert before.image_metrics["ins"]["r50"].equals(index.image_metrics["ins"]["r50"])
-    assert not index.image_metrics["ins"]["ap50"].isna().all()
+    assert filters.ranking_metric(before, "pan", "ins", "auto") == "r50"
+    assert filters.ranking_metric(index, "pan", "ins", "auto") == "ap50"
+
+    assert predict_dump.main(["--out", str(old), "--reindex"]) == 0
+    after = load_folder(old)
+    for model in ("pan", "ins"):
+        assert after.image_metrics[model]["ap50"].equals(index.image_metrics[model]["ap50"]), model
+    record = json.loads((old / "instance" / "ins" / "val_0000.json").read_text())
+    assert record == json.loads((folder / "instance" / "ins" / "val_0000.json").read_text())
 
 
 def test_errors_view_gives_tide_per_instance_model_and_compares_ap(folder, index):

@@ -349,10 +349,8 @@ def _error_models(query: DatasetQuery) -> list[str]:
 
 def errors_page(folder: FolderIndex, view: dict, query: DatasetQuery, group: str = "All") -> ErrorsPage:
     tide = instance_errors.tide_table(folder, query.models)
-    instance_note = " ".join(filter(None, [
-        "Whole dataset, from the dump (hotcoco's TIDE at IoU 0.5: a detection's error type from its best overlap; "
-        "ΔAP if every error of the type were fixed, not additive; ECE: the mean gap between score and being right).",
-        instance_errors.no_tide_note(folder, query.models)]))
+    instance_note = " ".join(filter(None, [instance_errors.TIDE_NOTE,
+                                           instance_errors.no_tide_note(folder, query.models)]))
     positions = query.positions(view)
     query = DatasetQuery(**{**query.__dict__, "models": [m for m in query.models if m in folder.panoptic_models]})
     summary = analysis.error_summary(folder, query.models, positions, group)
@@ -374,10 +372,10 @@ def instance_comparison(folder: FolderIndex, query: DatasetQuery) -> tuple[pd.Da
     model_a, model_b = scored[:2]
     try:
         table = instance_errors.compare_ap(folder, model_a, model_b)
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:  # FolderError included: an unusable COCO file of the folder
         raise UserError(f"Cannot compare {model_a} and {model_b}: {e}") from None
     return tables.rounded(table, 4), (f"{model_a} (A) against {model_b} (B) on every image with instance ground "
-                                      "truth: 1,000 paired resamples of the images (seed 0), 95% intervals.")
+                                      f"truth: {instance_errors.COMPARISON_NOTE}.")
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,9 @@ def ranking_metric(folder, model_a: str, model_b: str, metric: str) -> str:
     when a model has no such number (a semantic model has no PQ) or the two share none."""
     tasks = [scored_tasks(folder.model_tasks[model_a]), scored_tasks(folder.model_tasks[model_b])]
     chosen = shared_metric(tasks) if metric == "auto" else metric
+    if metric == "auto" and chosen == "ap50" and any(folder.image_metrics[m]["ap50"].isna().all()
+                                                      for m in (model_a, model_b)):
+        chosen = "r50"  # a folder written before per-image APs: rank by what it has
     if chosen is None:
         raise ValueError(f"{model_a} ({folder.model_tasks[model_a]}) and {model_b} ({folder.model_tasks[model_b]}) "
                          "share no per-image metric: a semantic and an instance model are not scored on one task")
