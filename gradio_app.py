@@ -23,6 +23,7 @@ import gradio as gr
 import pandas as pd
 
 from dump.folder import GT, PRESENCE_SCORE, FolderError
+from eomt.images import MAX_BYTES
 from viewer import analysis, events, filters, live, navigation
 from viewer.cache import SharedResults
 from viewer.events import NO_PIXEL, Display
@@ -37,7 +38,7 @@ NO_FOLDER = (
     "then open it with\n"
     "    python gradio_app.py DIR"
 )
-UPLOAD_LIMIT = "25mb"  # the live tab's uploads; their pixels are capped separately (viewer/live.py)
+UPLOAD_LIMIT = MAX_BYTES  # the live tab's uploads; their pixels are capped separately (viewer/live.py)
 LIVE_RESULT_SECONDS = 1800  # a session's last live result is dropped after this, whether or not the tab is open
 CONCURRENT_EVENTS = 4  # handlers are numpy and PNG encoding; more threads than this only queue on 2-4 cores
 # The browser restyles a panel grid (mode, opacity, borders) without a round trip; see assets/app.js.

@@ -22,7 +22,7 @@ import numpy as np
 
 from eomt import atomic
 from eomt.config import PRECISIONS, TASKS
-from eomt.images import MAX_PIXELS
+from eomt.images import MAX_BYTES, MAX_PIXELS
 from eomt.render import render_panoptic
 
 INSTANCE_MIN_SCORE = 0.5  # instances drawn and listed; the predictor returns the top 100 whatever their score
@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--dtype", default="fp32", choices=PRECISIONS)
     predict.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                          help=f"refuse larger images (default {MAX_PIXELS:,}; 0: no limit)")
+    predict.add_argument("--max-bytes", type=int, default=MAX_BYTES,
+                         help=f"refuse larger image files (default {MAX_BYTES:,}; 0: no limit)")
     predict.add_argument("--backbone-weights", help="DINOv3 backbone of a delta checkpoint (file, folder or hub id, "
                                                     "e.g. facebook/dinov3-vitl16-pretrain-lvd1689m)")
 
@@ -90,7 +92,7 @@ def predict(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     check_precision(args.dtype, device)
-    image = load_image(args.image, max_pixels=args.max_pixels or None)
+    image = load_image(args.image, max_pixels=args.max_pixels or None, max_bytes=args.max_bytes or None)
     model = eomt.load_model(args.model, preset=args.preset, device=device, backbone_weights=args.backbone_weights)
     task = args.task or model.config.task
     predictor = eomt.Predictor(model, dtype=args.dtype)

@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 # bomb"), and predicting at full resolution needs several bytes per pixel and query chunk. 40 MP covers 8K video
 # frames and most cameras; callers may raise it.
 MAX_PIXELS = 40_000_000
+MAX_BYTES = 25 * 2**20  # an image file larger than this is refused before it is opened (uploads, the CLI)
 
 
 def check_size(width: int, height: int, max_pixels: int | None, where: str) -> None:
@@ -22,10 +23,16 @@ def check_size(width: int, height: int, max_pixels: int | None, where: str) -> N
                          f"limit of {max_pixels / 1e6:.1f}; downscale it first, or raise the limit")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> Image.Image:
-    """Opens an image file, with a ValueError naming the file when it is missing, unreadable or larger than
-    `max_pixels` (checked from its header, before the pixels are decoded)."""
+def load_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS,
+               max_bytes: int | None = MAX_BYTES) -> Image.Image:
+    """Opens an image file, with a ValueError naming the file when it is missing, unreadable, longer than
+    `max_bytes` or larger than `max_pixels` (checked from its header, before the pixels are decoded); None: no
+    limit."""
     try:
+        size = os.path.getsize(path)
+        if max_bytes is not None and size > max_bytes:
+            raise ValueError(f"{path}: {size / 2**20:.1f} MB, more than the limit of {max_bytes / 2**20:.1f} MB; "
+                             "raise the limit to read it")
         with warnings.catch_warnings():  # the size is checked here, not by a warning on stderr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)

@@ -119,6 +119,24 @@ def test_predict_refuses_a_decompression_bomb_in_one_line(setup, tmp_path):
         assert f"{bomb}: {message}" in result.stderr
 
 
+def test_predict_refuses_a_file_over_the_byte_cap_in_one_line(setup, tmp_path):
+    # The uploads' byte cap applies to the command line too, before the file is opened; --max-bytes 0 lifts it.
+    from eomt.images import MAX_BYTES
+
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1600, 3), dtype=np.uint8)
+    large = tmp_path / "large.bmp"  # uncompressed: 5.8 MB of noise, small in pixels
+    from PIL import Image
+
+    Image.fromarray(noise).save(large)
+    size = large.stat().st_size
+    result = eomt_cli(large, "--model", setup["checkpoint"], "--out", tmp_path / "out.png", "--device", "cpu",
+                      "--max-bytes", 2**20)
+    assert result.returncode == 2 and result.stdout == "" and result.stderr.strip().count("\n") == 0
+    assert f"{large}: {size / 2**20:.1f} MB, more than the limit of 1.0 MB" in result.stderr
+    assert size < MAX_BYTES and eomt_cli(large, "--model", setup["checkpoint"], "--out", tmp_path / "out.png",
+                                         "--device", "cpu").returncode == 0
+
+
 def test_predict_into_a_folder_is_one_line_with_status_1(setup, tmp_path):
     photo = tmp_path / "photo.png"
     from PIL import Image
