@@ -222,18 +222,12 @@ def _instance_rows(folder: TaskFolder, image: str, model: str, gt: tuple[dict, l
             pred_instances[c] = pred_instances.get(c, 0) + 1
     rows = []
     for c in sorted({int(k) for key in counts for k in counts[key]} | set(gt_instances) | set(pred_instances)):
-        at50, at75 = (_padded(counts[key].get(str(c), [])) for key in ("0.5", "0.75"))
+        # [tp, fp, fn, ap] (instance_results gave every record its APs); a class without a match at one threshold
+        # has no entry there.
+        at50, at75 = (counts[key].get(str(c)) or [0, 0, 0, None] for key in ("0.5", "0.75"))
         rows.append((image, model, folder.tasks[model], c, *at50[:3], *at75[:3], gt_instances.get(c, 0),
                      pred_instances.get(c, 0), at50[3], at75[3]))
     return rows
-
-
-def _padded(entry: list) -> list:
-    """[tp, fp, fn, ap] of a record's class entry; zeros where the class has none, ap None (an empty CSV field)
-    without ground truth or in a record written before per-image APs were."""
-    if not entry:
-        return [0, 0, 0, None]
-    return [*entry[:3], entry[3] if len(entry) > 3 else None]
 
 
 def _mask_ap(folder: TaskFolder, truths, results: dict[str, list[dict]], task: str) -> dict | None:
